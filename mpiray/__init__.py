@@ -1,0 +1,46 @@
+"""mpiray: Ray's task model on MPI.  ``import mpiray as ray`` and keep your Ray Core script.
+
+Importing mpiray has no side effects: MPI, threads and processes start in ``init()``.
+"""
+
+from . import exceptions
+from ._api import (
+    RemoteFunction,
+    RuntimeContext,
+    available_resources,
+    cluster_resources,
+    get,
+    get_gpu_ids,
+    get_runtime_context,
+    init,
+    is_initialized,
+    nodes,
+    put,
+    remote,
+    shutdown,
+    wait,
+)
+from ._objref import ObjectRef
+from ._options import NodeAffinitySchedulingStrategy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NodeAffinitySchedulingStrategy",
+    "ObjectRef",
+    "RemoteFunction",
+    "RuntimeContext",
+    "available_resources",
+    "cluster_resources",
+    "exceptions",
+    "get",
+    "get_gpu_ids",
+    "get_runtime_context",
+    "init",
+    "is_initialized",
+    "nodes",
+    "put",
+    "remote",
+    "shutdown",
+    "wait",
+]

@@ -1,0 +1,1 @@
+"""The only part of mpiray that imports mpi4py (see ``mpi.py``)."""

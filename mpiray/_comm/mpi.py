@@ -1,0 +1,184 @@
+"""MPI transport: the one module that imports mpi4py.
+
+::
+
+    rank 0 (driver + GCS)                      rank r (raylet)
+    Transport.send(r, msg) ─┐                  ┌─ Transport.poll() -> [(0, [msg, ...])]
+    Transport.flush() ──────┴─ one isend per ──┘  (improbe + mrecv, non-blocking)
+                               destination per
+                               flush: a batch
+    Transport.send_data / recv_data: bulk bytes of pulled objects on DATA_TAG
+
+Control messages are batched: ``send`` only queues; ``flush`` sends each
+destination's queue as one pickled list.  Nothing here blocks except the
+start-up collectives and ``recv_data`` for bytes already announced.  MPI is
+initialised on first use of this module's functions, never at import.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+from collections import defaultdict
+from typing import Any
+
+CTRL_TAG = 11
+DATA_TAG = 12
+
+
+def _mpi():
+    from mpi4py import MPI  # noqa: PLC0415 - MPI starts here, not at import of mpiray
+
+    return MPI
+
+
+def world_size_hint() -> int:
+    """World size from the launcher's environment, without starting MPI."""
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    if os.environ.get("SLURM_STEP_NUM_TASKS", "").isdigit() and "SLURM_STEP_ID" in os.environ:
+        return int(os.environ["SLURM_STEP_NUM_TASKS"])
+    return 1
+
+
+def find_mpiexec() -> str | None:
+    here = os.path.dirname(sys.executable)
+    return shutil.which("mpiexec", path=os.pathsep.join([here, os.environ.get("PATH", "")]))
+
+
+class Transport:
+    """Batched, non-blocking control messages and bulk data over one intracommunicator."""
+
+    def __init__(self, comm: Any, inter: Any = None):
+        self.comm = comm
+        self._inter = inter  # intercommunicator to the parent/children when spawned
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.host = socket.gethostname()
+        self._out: dict[int, list] = defaultdict(list)
+        self._reqs: list = []
+        self._data_reqs: list = []
+
+    # -- start-up (collective) ---------------------------------------------
+    def bcast(self, obj: Any) -> Any:
+        return self.comm.bcast(obj, root=0)
+
+    def gather(self, obj: Any) -> list | None:
+        return self.comm.gather(obj, root=0)
+
+    def allgather(self, obj: Any) -> list:
+        return self.comm.allgather(obj)
+
+    def barrier(self) -> None:
+        self.comm.barrier()
+
+    # -- control messages --------------------------------------------------
+    def send(self, dest: int, msg: Any) -> None:
+        self._out[dest].append(msg)
+
+    def pending(self) -> bool:
+        return bool(self._out)
+
+    def flush(self) -> None:
+        if self._out:
+            out, self._out = self._out, defaultdict(list)
+            for dest, msgs in out.items():
+                self._reqs.append(self.comm.isend(msgs, dest=dest, tag=CTRL_TAG))
+        if self._reqs:
+            self._reqs = [r for r in self._reqs if not r.Test()]
+        if self._data_reqs:
+            self._data_reqs = [(r, b) for r, b in self._data_reqs if not r.Test()]
+
+    def poll(self) -> list[tuple[int, list]]:
+        """Every control batch that has arrived, as (source, [msg, ...]); never blocks."""
+        MPI = _mpi()
+        got = []
+        status = MPI.Status()
+        while True:
+            m = self.comm.improbe(source=MPI.ANY_SOURCE, tag=CTRL_TAG, status=status)
+            if m is None:
+                return got
+            got.append((status.Get_source(), m.recv()))
+
+    # -- bulk data ---------------------------------------------------------
+    def send_data(self, dest: int, buf: Any) -> None:
+        """Start sending ``buf`` (kept alive until done); announce it with a control message."""
+        MPI = _mpi()
+        view = memoryview(buf).cast("B")
+        self._data_reqs.append((self.comm.Isend([view, MPI.BYTE], dest=dest, tag=DATA_TAG), view))
+
+    def recv_data(self, source: int, nbytes: int) -> bytearray:
+        MPI = _mpi()
+        buf = bytearray(nbytes)
+        req = self.comm.Irecv([buf, MPI.BYTE], source=source, tag=DATA_TAG)
+        import time
+
+        delay = 0.0
+        while not req.Test():
+            time.sleep(delay)
+            delay = min(0.001, delay * 2 or 1e-6)
+        return buf
+
+    # -- teardown ----------------------------------------------------------
+    def drain_sends(self, timeout: float = 5.0) -> None:
+        import time
+
+        self.flush()
+        end = time.monotonic() + timeout
+        while (self._reqs or self._data_reqs) and time.monotonic() < end:
+            time.sleep(0.0005)
+            self.flush()
+
+    def close(self) -> None:
+        """Disconnect from spawned peers (collective over the merged world)."""
+        if self._inter is not None:
+            try:
+                self.comm.Disconnect()
+                self._inter.Disconnect()
+            except Exception:
+                pass
+            self._inter = None
+
+    def abort(self, code: int = 1) -> None:
+        self.comm.Abort(code)
+
+
+def launched_world() -> Transport:
+    """COMM_WORLD of a job started by mpiexec/srun."""
+    MPI = _mpi()
+    return Transport(MPI.COMM_WORLD.Dup())
+
+
+def is_spawned_child() -> bool:
+    return _mpi().Comm.Get_parent() != _mpi().COMM_NULL
+
+
+def spawn_world(nprocs: int, args: list[str]) -> Transport:
+    """Start ``nprocs`` raylet ranks from this lone process; rank 0 of the result is us."""
+    mpiexec = find_mpiexec()
+    if mpiexec is None:
+        raise RuntimeError(
+            "mpiray could not find `mpiexec` to start its local ranks. Install the MPI "
+            "wheel (`pip install mpich`) into this Python environment, or put your MPI's "
+            "bin directory on PATH, or launch the script with `mpiexec -n N python app.py`.")
+    bindir = os.path.dirname(mpiexec)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    MPI = _mpi()
+    inter = MPI.COMM_SELF.Spawn(sys.executable, args=args, maxprocs=nprocs)
+    return Transport(inter.Merge(high=False), inter)
+
+
+def join_parent() -> Transport:
+    """The raylet side of ``spawn_world``."""
+    MPI = _mpi()
+    inter = MPI.Comm.Get_parent()
+    return Transport(inter.Merge(high=True), inter)
+
+
+def world_rank_size() -> tuple[int, int]:
+    MPI = _mpi()
+    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()

@@ -1,0 +1,215 @@
+"""The driver's runtime: what ``mpiray.get/put/remote/wait`` do on rank 0.
+
+The driver thread changes the GCS directly under the service's lock (it lives
+in this process), then wakes the service thread to send what the GCS queued.
+``get`` waits on the service's condition until its objects leave ``pending``,
+then reads them: inline values from the table, stored ones zero-copy from the
+node's shared memory (or pulled over MPI first when they live on another host).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from .. import exceptions as exc_mod
+from .._objref import ObjectRef, RefTracker
+from .._options import TaskOptions, from_units
+from .._protocol import messages as m
+from .._store.shm import Store
+from .._values import IdGen, decode, encode, make_spec
+from .gcs import GCS, PENDING, lost_failure
+from .service import Service
+
+
+class DriverRuntime:
+    is_driver = True
+
+    def __init__(self, transport: Any, config: Any, session: str, hosts: list[str], nodes: list[dict],
+                 spawned: bool):
+        self.transport = transport
+        self.config = config
+        self.session = session
+        self.hosts = hosts
+        self.spawned = spawned
+        self.rank = 0
+        self.tracker = RefTracker()
+        self.ids = IdGen(f"{session[:6]}d")
+        self.store = Store(session, 0, config.store_root)
+        self.store.create()
+        self.gcs = GCS(pipeline=config.pipeline)
+        for info in nodes:
+            self.gcs.add_node(info["rank"], info)
+        self.service = Service(self.gcs, transport, self.store, self.tracker)
+        self.exported: set[str] = set()
+        self.closed = False
+        self.service.start()
+
+    # -- tasks -------------------------------------------------------------
+    def submit(self, func_id: str, func_bytes: bytes, name: str, args: tuple, kwargs: dict,
+               options: TaskOptions) -> list[ObjectRef]:
+        self._check()
+        spec = make_spec(self.ids.task(), name, func_id, args, kwargs, options,
+                         self.config.inline_limit, self._store_args)
+        with self.service.cond:
+            self._sync_refs()
+            first = func_id not in self.exported
+            self.gcs.submit(spec, func_bytes if first else None, 0)
+            self.exported.add(func_id)
+            if spec.args_ref is not None:
+                self.gcs.refs([(spec.args_ref, -1)])  # the task's pin keeps it now
+            refs = [ObjectRef(oid, None) for oid in spec.return_ids]
+        for r in refs:  # the creator's hold was counted by submit()
+            self._adopt(r)
+        self.service.wake()
+        return refs
+
+    def _adopt(self, ref: ObjectRef) -> None:
+        """Count an ObjectRef whose first hold the GCS already knows about."""
+        self.tracker.add(ref.id, announce=False)
+        ref._tracker = self.tracker
+
+    def _sync_refs(self) -> None:
+        changes = self.tracker.drain()
+        if changes:
+            self.gcs.refs(changes)
+
+    def _store_args(self, blob: Any) -> str:
+        oid = self.ids.put()
+        size = self.store.write(oid, blob)
+        with self.service.cond:
+            self.gcs.put(oid, ("shm", 0, size), blob.refs, 0)
+        return oid
+
+    # -- objects -----------------------------------------------------------
+    def put(self, value: Any) -> ObjectRef:
+        self._check()
+        if isinstance(value, ObjectRef):
+            raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself instead")
+        oid = self.ids.put()
+        info, contained = encode(oid, value, self.config.inline_limit, self.store, 0)
+        with self.service.cond:
+            self._sync_refs()
+            self.gcs.put(oid, info, contained, 0)
+        ref = ObjectRef(oid, None)
+        self._adopt(ref)
+        self.service.wake()
+        return ref
+
+    def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
+        self._check()
+        ids = [r.id for r in refs]
+        infos = self._wait_ready(ids, len(set(ids)), timeout, all_needed=True)
+        out = []
+        for oid in ids:
+            info = infos[oid]
+            if info[0] == "shm" and not self._can_map(info[1]):
+                info = self._pull(oid, info, timeout)
+            out.append(decode(oid, info, self.tracker, self.store))
+        return out
+
+    def _can_map(self, rank: int) -> bool:
+        return rank == 0 or (self.config.share_host_memory and self.hosts[rank] == self.hosts[0])
+
+    def _pull(self, oid: str, info: tuple, timeout: float | None) -> tuple:
+        with self.service.cond:
+            entry = self.gcs.objects.get(oid)
+            if entry is None or 0 not in entry.copies:
+                self.gcs.out.append((info[1], (m.PULL, oid, 0)))
+                self.service.wake()
+                end = None if timeout is None else time.monotonic() + timeout
+                while True:
+                    entry = self.gcs.objects.get(oid)
+                    if entry is None:
+                        raise exc_mod.ObjectLostError(f"object {oid} was freed during get()")
+                    if 0 in entry.copies:
+                        break
+                    self._cond_wait(end, oid)
+        return ("shm", 0, info[2])
+
+    def _cond_wait(self, end: float | None, what: Any) -> None:
+        if self.service.error is not None:
+            raise exc_mod.RaySystemError(f"mpiray's control thread failed: {self.service.error!r}")
+        remaining = None if end is None else end - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise exc_mod.GetTimeoutError(f"get() timed out waiting for {what}")
+        self.service.cond.wait(0.5 if remaining is None else min(0.5, remaining))
+
+    def _wait_ready(self, ids: list[str], needed: int, timeout: float | None,
+                    all_needed: bool) -> dict[str, tuple]:
+        end = None if timeout is None else time.monotonic() + timeout
+        ready: dict[str, tuple] = {}
+        with self.service.cond:
+            while True:
+                for oid in ids:
+                    if oid in ready:
+                        continue
+                    entry = self.gcs.objects.get(oid)
+                    if entry is None:
+                        ready[oid] = ("err", lost_failure(oid, "it was freed (no ObjectRef left)"))
+                    elif entry.state != PENDING:
+                        ready[oid] = entry.info
+                if len(ready) >= needed:
+                    return ready
+                try:
+                    self._cond_wait(end, f"{len(ids) - len(ready)} object(s)")
+                except exc_mod.GetTimeoutError:
+                    if all_needed:
+                        raise exc_mod.GetTimeoutError(
+                            f"get() timed out after {timeout}s: {len(ids) - len(ready)} of "
+                            f"{len(ids)} object(s) not ready (e.g. {next(o for o in ids if o not in ready)})"
+                        ) from None
+                    return ready
+
+    def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None
+             ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        self._check()
+        ids = [r.id for r in refs]
+        ready = self._wait_ready(ids, num_returns, timeout, all_needed=False)
+        done, rest = [], []
+        for r in refs:
+            (done if r.id in ready and len(done) < num_returns else rest).append(r)
+        return done, rest
+
+    # -- cluster info ------------------------------------------------------
+    def nodes(self) -> list[dict]:
+        with self.service.cond:
+            out = []
+            for rank, info in sorted(self.gcs.nodes.items()):
+                node = self.gcs.scheduler.nodes[rank]
+                out.append({"NodeID": info["node_id"], "Alive": node.alive, "NodeManagerAddress": info["host"],
+                            "NodeManagerHostname": info["host"], "Rank": rank, "Pid": info["pid"],
+                            "Resources": {k: from_units(v) for k, v in info["resources"].items()},
+                            "GPUIDs": info.get("gpu_ids", [])})
+            return out
+
+    def cluster_resources(self) -> dict:
+        with self.service.cond:
+            return {k: from_units(v) for k, v in self.gcs.scheduler.totals().items()}
+
+    def available_resources(self) -> dict:
+        with self.service.cond:
+            return {k: from_units(v) for k, v in self.gcs.scheduler.available().items()}
+
+    def context(self) -> dict:
+        return {"rank": 0, "host": self.hosts[0], "node_id": "driver", "task_id": None, "pid": os.getpid(),
+                "job_id": self.session, "assigned_resources": {}, "gpu_ids": [], "worker": False}
+
+    # -- shutdown ----------------------------------------------------------
+    def _check(self) -> None:
+        if self.closed:
+            raise exc_mod.RaySystemError("mpiray has been shut down; call mpiray.init() again to start a new cluster")
+        if self.service.error is not None:
+            raise exc_mod.RaySystemError(f"the mpiray cluster failed: {self.service.error}")
+
+    def shutdown(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        ranks = list(range(1, self.transport.size))
+        missing = self.service.shutdown(ranks, timeout=15.0)
+        self.store.destroy()
+        self.transport.close()
+        if missing:
+            raise exc_mod.RaySystemError(f"ranks {missing} did not confirm shutdown in time")

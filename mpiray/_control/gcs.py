@@ -1,0 +1,326 @@
+"""The GCS: tables of functions, tasks, objects and nodes.  Pure state machine.
+
+Events come in as method calls (``submit``, ``task_done``, ``put``, ``refs``,
+``subscribe`` ...), already decoded; what must be sent goes out as
+``(dest_rank, message)`` pairs appended to ``self.out``.  No MPI, no threads,
+no clocks: the service (``service.py``) owns the IO and the lock, and unit
+tests drive this class directly and call ``validate()`` after each event.
+
+An object's life::
+
+    pending ──(task done / put)──> ready ──(no refs, no pins)──> freed
+       └──────(task failed)──────> failed ─┘
+
+``refcount`` counts processes holding an ObjectRef (the creator's hold comes
+with the message that creates the object); ``pins`` counts pending tasks whose
+arguments carry the ref and stored objects that contain it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._protocol import messages as m
+from .._protocol.messages import Failure, TaskSpec
+from .._serialization import Blob
+from .scheduler import GlobalScheduler
+
+PENDING, READY, FAILED = "pending", "ready", "failed"
+LOCALITY_MIN_BYTES = 1 << 20  # arguments smaller than this do not attract their task
+
+
+class ObjectEntry:
+    __slots__ = ("state", "info", "refcount", "pins", "contained", "waiting_tasks",
+                 "subscribers", "copies", "producer")
+
+    def __init__(self, state: str, info: Any = None, producer: str | None = None):
+        self.state = state
+        self.info = info
+        self.refcount = 0
+        self.pins = 0
+        self.contained: tuple = ()
+        self.waiting_tasks: list[str] = []
+        self.subscribers: set[int] = set()
+        self.copies: set[int] = set()
+        self.producer = producer
+
+
+class TaskEntry:
+    __slots__ = ("spec", "state", "rank", "missing", "owner", "blocked")
+
+    def __init__(self, spec: TaskSpec, owner: int):
+        self.spec = spec
+        self.state = "waiting"
+        self.rank: int | None = None
+        self.missing = 0
+        self.owner = owner
+        self.blocked = False
+
+
+def lost_failure(object_id: str, why: str) -> Failure:
+    return Failure("lost", None, "ObjectLostError", f"object {object_id} is lost: {why}", "",
+                   "", "")
+
+
+class GCS:
+    def __init__(self, pipeline: float = 2.0):
+        self.functions: dict[str, bytes] = {}
+        self.func_sent: dict[str, set[int]] = {}
+        self.objects: dict[str, ObjectEntry] = {}
+        self.tasks: dict[str, TaskEntry] = {}
+        self.nodes: dict[int, dict] = {}
+        self.scheduler = GlobalScheduler(pipeline)
+        self.out: list[tuple[int, Any]] = []
+        self.changed = False
+        self.stats = {"submitted": 0, "finished": 0, "retried": 0, "freed": 0}
+
+    # -- nodes -------------------------------------------------------------
+    def add_node(self, rank: int, info: dict) -> None:
+        self.nodes[rank] = dict(info, alive=True)
+        self.scheduler.add_node(rank, info["node_id"], info["resources"])
+
+    # -- tasks -------------------------------------------------------------
+    def submit(self, spec: TaskSpec, func_bytes: bytes | None, owner: int) -> None:
+        """A new task; raises InfeasibleResourceError before changing anything."""
+        if func_bytes is not None:
+            self.functions.setdefault(spec.func_id, func_bytes)
+        self.scheduler.check_feasible(spec.demand, spec.strategy)
+        self.stats["submitted"] += 1
+        for oid in spec.return_ids:
+            entry = self.objects[oid] = ObjectEntry(PENDING, producer=spec.task_id)
+            entry.refcount = 1  # the submitter's ObjectRef
+        task = self.tasks[spec.task_id] = TaskEntry(spec, owner)
+        for oid in spec.arg_refs:
+            entry = self.objects.get(oid)
+            if entry is not None:
+                entry.pins += 1
+        for oid in spec.deps:
+            entry = self.objects.get(oid)
+            if entry is None:
+                continue  # freed or unknown: found missing when the task is made ready
+            if entry.state == PENDING:
+                task.missing += 1
+                entry.waiting_tasks.append(spec.task_id)
+        if task.missing == 0:
+            self._make_ready(task)
+
+    def fail_submit(self, spec: TaskSpec, failure: Failure) -> None:
+        """Record a task refused at submission (e.g. infeasible from a worker)."""
+        for oid in spec.return_ids:
+            entry = self.objects[oid] = ObjectEntry(FAILED, ("err", failure), spec.task_id)
+            entry.refcount = 1
+        self.changed = True
+
+    def _make_ready(self, task: TaskEntry) -> None:
+        spec = task.spec
+        best, best_size = None, LOCALITY_MIN_BYTES
+        for oid in spec.deps:
+            entry = self.objects.get(oid)
+            if entry is None:
+                return self._finish_failed(task, lost_failure(oid, "it was freed or never existed"))
+            if entry.state == FAILED:
+                return self._finish_failed(task, entry.info[1])
+            info = entry.info
+            if info[0] == "shm" and info[2] >= best_size:
+                best, best_size = info[1], info[2]
+        task.state = "ready"
+        preferred = (best,) if best is not None else ()
+        try:
+            rank = self.scheduler.place(spec.demand, spec.strategy, preferred)
+        except Exception as exc:  # infeasible now (e.g. affinity to a dead node)
+            return self._finish_failed(task, Failure("system", None, type(exc).__name__, str(exc),
+                                                     "", spec.name, "rank 0"))
+        if rank is None:
+            task.state = "queued"
+            self.scheduler.enqueue(self.scheduler.shape(spec.demand, spec.strategy), spec.task_id)
+        else:
+            self._dispatch(task, rank)
+
+    def _dispatch(self, task: TaskEntry, rank: int) -> None:
+        spec = task.spec
+        self.scheduler.acquire(rank, spec.demand)
+        task.state, task.rank = "running", rank
+        sent = self.func_sent.setdefault(spec.func_id, set())
+        func = None
+        if rank not in sent:
+            sent.add(rank)
+            func = self.functions[spec.func_id]
+        deps = {oid: self.objects[oid].info for oid in spec.deps}
+        self.out.append((rank, (m.TASKS, spec, func, deps)))
+
+    def _drain_queues(self) -> None:
+        sched = self.scheduler
+        for key in list(sched.queues):
+            q = sched.queues[key]
+            while q:
+                task = self.tasks.get(q[0])
+                if task is None or task.state != "queued":
+                    q.popleft()
+                    continue
+                try:
+                    rank = sched.place(task.spec.demand, task.spec.strategy)
+                except Exception as exc:
+                    q.popleft()
+                    self._finish_failed(task, Failure("system", None, type(exc).__name__, str(exc),
+                                                      "", task.spec.name, "rank 0"))
+                    continue
+                if rank is None:
+                    break
+                q.popleft()
+                self._dispatch(task, rank)
+            if not q:
+                del sched.queues[key]
+
+    def task_done(self, rank: int, task_id: str, results: list, failure: Failure | None) -> None:
+        task = self.tasks.get(task_id)
+        if task is None or task.rank != rank or task.state != "running":
+            return  # stale (cancelled or already retried elsewhere)
+        spec = task.spec
+        if task.blocked:
+            self.scheduler.unblock(rank, spec.demand)
+            task.blocked = False
+        self.scheduler.release(rank, spec.demand)
+        if failure is not None and failure.retryable and (
+                spec.max_retries < 0 or spec.attempt < spec.max_retries):
+            spec.attempt += 1
+            self.stats["retried"] += 1
+            task.rank = None
+            self._make_ready(task)
+        elif failure is not None:
+            self._finish_failed(task, failure)
+        else:
+            self._finish_ok(task, results)
+        self._drain_queues()
+
+    def _finish_ok(self, task: TaskEntry, results: list) -> None:
+        for oid, info, contained in results:
+            self._object_ready(oid, info, contained, task.rank)
+        self._task_over(task)
+
+    def _finish_failed(self, task: TaskEntry, failure: Failure) -> None:
+        for oid in task.spec.return_ids:
+            self._object_ready(oid, ("err", failure), (), None)
+        self._task_over(task)
+
+    def _task_over(self, task: TaskEntry) -> None:
+        task.state = "done"
+        self.stats["finished"] += 1
+        del self.tasks[task.spec.task_id]
+        for oid in task.spec.arg_refs:
+            self._unpin(oid)
+
+    # -- objects -----------------------------------------------------------
+    def _object_ready(self, oid: str, info: Any, contained: tuple, rank: int | None) -> None:
+        entry = self.objects.get(oid)
+        if entry is None:  # every ref was dropped while it was pending
+            entry = self.objects[oid] = ObjectEntry(PENDING)
+        entry.state = FAILED if info[0] == "err" else READY
+        entry.info = info
+        if info[0] == "shm":
+            entry.copies.add(info[1])
+        entry.contained = tuple(contained)
+        for cid in entry.contained:
+            c = self.objects.get(cid)
+            if c is not None:
+                c.pins += 1
+        self.changed = True
+        for rank_ in entry.subscribers:
+            self.out.append((rank_, (m.OBJECTS, [(oid, info)])))
+        entry.subscribers.clear()
+        waiting, entry.waiting_tasks = entry.waiting_tasks, []
+        for tid in waiting:
+            task = self.tasks.get(tid)
+            if task is not None and task.state == "waiting":
+                task.missing -= 1
+                if task.missing == 0:
+                    self._make_ready(task)
+        self._maybe_free(oid)
+
+    def put(self, oid: str, info: Any, contained: tuple, owner: int) -> None:
+        entry = self.objects[oid] = ObjectEntry(PENDING)
+        entry.refcount = 1  # the putter's ObjectRef
+        self._object_ready(oid, info, contained, owner)
+
+    def copied(self, oid: str, rank: int) -> None:
+        entry = self.objects.get(oid)
+        if entry is None:
+            self.out.append((rank, (m.FREE, [oid])))
+        else:
+            entry.copies.add(rank)
+
+    def subscribe(self, rank: int, oids: list[str]) -> None:
+        ready = []
+        for oid in oids:
+            entry = self.objects.get(oid)
+            if entry is None:
+                ready.append((oid, ("err", lost_failure(oid, "it was freed or never existed"))))
+            elif entry.state == PENDING:
+                entry.subscribers.add(rank)
+            else:
+                ready.append((oid, entry.info))
+        if ready:
+            self.out.append((rank, (m.OBJECTS, ready)))
+
+    def refs(self, changes: list[tuple[str, int]]) -> None:
+        for oid, delta in changes:
+            entry = self.objects.get(oid)
+            if entry is not None:
+                entry.refcount += delta
+                if delta < 0:
+                    self._maybe_free(oid)
+
+    def _unpin(self, oid: str) -> None:
+        entry = self.objects.get(oid)
+        if entry is not None:
+            entry.pins -= 1
+            self._maybe_free(oid)
+
+    def _maybe_free(self, oid: str) -> None:
+        entry = self.objects.get(oid)
+        if entry is None or entry.refcount > 0 or entry.pins > 0 or entry.state == PENDING:
+            return
+        del self.objects[oid]
+        self.stats["freed"] += 1
+        for rank in entry.copies:
+            self.out.append((rank, (m.FREE, [oid])))
+        for cid in entry.contained:
+            self._unpin(cid)
+
+    # -- blocking in get ---------------------------------------------------
+    def blocked(self, rank: int, task_id: str) -> None:
+        task = self.tasks.get(task_id)
+        if task is not None and task.rank == rank and not task.blocked:
+            task.blocked = True
+            self.scheduler.block(rank, task.spec.demand)
+            self._drain_queues()
+
+    def unblocked(self, rank: int, task_id: str) -> None:
+        task = self.tasks.get(task_id)
+        if task is not None and task.rank == rank and task.blocked:
+            task.blocked = False
+            self.scheduler.unblock(rank, task.spec.demand)
+
+    # -- invariants (tests) ------------------------------------------------
+    def validate(self) -> None:
+        for oid, e in self.objects.items():
+            assert e.refcount >= 0, (oid, e.refcount)
+            assert e.pins >= 0, (oid, e.pins)
+            assert e.state in (PENDING, READY, FAILED)
+            assert (e.state == PENDING) == (e.info is None), (oid, e.state, e.info)
+            if e.state != PENDING:
+                assert e.refcount > 0 or e.pins > 0, f"{oid} should have been freed"
+        for tid, t in self.tasks.items():
+            assert t.state in ("waiting", "ready", "queued", "running"), (tid, t.state)
+            if t.state == "waiting":
+                pending = sum(1 for d in t.spec.deps
+                              if d in self.objects and self.objects[d].state == PENDING)
+                assert pending == t.missing, (tid, pending, t.missing)
+        for node in self.scheduler.nodes.values():
+            assert node.ntasks >= 0, (node.rank, node.ntasks)
+            assert all(v >= 0 for v in node.load.values()), (node.rank, node.load)
+
+    @staticmethod
+    def blob_nbytes(info: Any) -> int:
+        if info[0] == "inline":
+            return Blob(*info[1]).nbytes() if not isinstance(info[1], Blob) else info[1].nbytes()
+        return info[2] if info[0] == "shm" else 0

@@ -1,0 +1,1 @@
+"""Raylet ranks: local scheduling, the worker pool and the worker process."""

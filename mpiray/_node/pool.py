@@ -1,0 +1,158 @@
+"""The raylet's worker processes: start, hand out, replace, stop.
+
+Workers are plain child processes (``python -m mpiray._node.worker_main``)
+that never touch MPI; each talks to its raylet over one socketpair.  A worker
+is started for a GPU set (``CUDA_VISIBLE_DEVICES`` is fixed once CUDA starts),
+so tasks are matched to an idle worker with the same set or a new one is made.
+Workers die with the raylet (PR_SET_PDEATHSIG and EOF on the socket).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+# launcher variables a child must not see: a task that imports mpi4py must not
+# join (and break) the raylet's MPI job
+_STRIP_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPIR_", "I_MPI_")
+
+
+def worker_env(base: dict[str, str], gpu_ids: tuple, context: dict) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if not k.startswith(_STRIP_PREFIXES)}
+    env.pop("MPI_LOCALNRANKS", None)
+    env.pop("MPI_LOCALRANKID", None)
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+    env["MPIRAY_WORKER_CONTEXT"] = json.dumps(context)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class Worker:
+    __slots__ = ("conn", "proc", "gpus", "task", "blocked", "funcs", "started", "ready")
+
+    def __init__(self, conn: Connection, proc: subprocess.Popen, gpus: tuple):
+        self.conn = conn
+        self.proc = proc
+        self.gpus = gpus
+        self.task: Any = None  # the running LocalTask, or None when idle
+        self.blocked = False
+        self.funcs: set[str] = set()
+        self.started = time.monotonic()
+        self.ready = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+class Pool:
+    def __init__(self, context: dict, max_idle: int):
+        self.context = context
+        self.max_idle = max_idle
+        self.workers: dict[int, Worker] = {}  # fileno -> Worker
+        self.idle: dict[tuple, list[Worker]] = {}
+        self._reap: list[subprocess.Popen] = []  # stopped workers not yet waited for
+
+    def start(self, gpus: tuple = ()) -> Worker:
+        parent, child = socket.socketpair()
+        env = worker_env(dict(os.environ), gpus, self.context)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mpiray._node.worker_main", str(child.fileno())],
+            pass_fds=(child.fileno(),), env=env, close_fds=True)
+        child.close()
+        conn = Connection(parent.detach())
+        w = Worker(conn, proc, gpus)
+        self.workers[conn.fileno()] = w
+        self.idle.setdefault(gpus, []).append(w)
+        return w
+
+    def conns(self) -> list[Connection]:
+        return [w.conn for w in self.workers.values()]
+
+    def by_conn(self, conn: Connection) -> Worker | None:
+        return self.workers.get(conn.fileno())
+
+    def take(self, gpus: tuple) -> Worker:
+        """An idle worker for this GPU set, starting one if needed."""
+        lst = self.idle.get(gpus)
+        if lst:
+            for i, w in enumerate(lst):
+                if w.ready:
+                    return lst.pop(i)
+            return lst.pop(0)
+        if gpus:  # make room: retire one idle worker bound to other GPUs
+            for key, other in self.idle.items():
+                if key and key != gpus and other:
+                    self.stop_worker(other.pop())
+                    break
+        w = self.start(gpus)
+        self.idle[gpus].remove(w)
+        return w
+
+    def give_back(self, w: Worker) -> None:
+        w.task = None
+        w.blocked = False
+        lst = self.idle.setdefault(w.gpus, [])
+        if len(lst) >= self.max_idle:
+            self.stop_worker(w)
+        else:
+            lst.append(w)
+
+    def remove(self, w: Worker) -> None:
+        self.workers.pop(w.conn.fileno(), None)
+        lst = self.idle.get(w.gpus)
+        if lst and w in lst:
+            lst.remove(w)
+        try:
+            w.conn.close()
+        except OSError:
+            pass
+
+    def stop_worker(self, w: Worker) -> None:
+        try:
+            w.conn.send(("exit",))
+        except OSError:
+            pass
+        self.remove(w)
+        self._reap.append(w.proc)
+
+    def reap(self) -> None:
+        self._reap = [p for p in self._reap if p.poll() is None]
+
+    def exit_description(self, w: Worker) -> str:
+        try:
+            code = w.proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            w.proc.kill()
+            code = w.proc.wait()
+        if code < 0:
+            sig = signal.Signals(-code).name
+            hint = {"SIGKILL": " (out of memory, or killed by a user or the batch system?)",
+                    "SIGSEGV": " (a crash in native code?)", "SIGBUS": " (/dev/shm full?)",
+                    "SIGABRT": " (an abort in native code?)"}.get(sig, "")
+            return f"killed by {sig}{hint}"
+        return f"exited with code {code}" + (" (os._exit or sys.exit in the task?)" if code else "")
+
+    def shutdown(self, timeout: float = 3.0) -> None:
+        procs = [w.proc for w in self.workers.values()] + self._reap
+        for w in list(self.workers.values()):
+            try:
+                w.conn.send(("exit",))
+            except OSError:
+                pass
+            self.remove(w)
+        end = time.monotonic() + timeout
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.01, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self._reap = []

@@ -1,0 +1,330 @@
+"""The raylet: one per rank > 0.  Local queue, worker pool, node store, pulls.
+
+::
+
+    rank 0 ──TASKS──> Raylet.on_tasks ──(deps local? else PULL)──> queue
+                                                                    │ fits local resources
+                      worker <──W_RUN── dispatch() <────────────────┘
+                      worker ──W_DONE──> on_w_done ──DONE──> rank 0
+                      worker ──W_GET───> on_w_get ──SUBSCRIBE──> rank 0 ──OBJECTS──> reply W_OBJECTS
+                      (a worker blocked in get releases its CPU: BLOCKED/UNBLOCKED)
+
+The loop never blocks: it waits on the workers' sockets with a timeout that
+backs off while idle and polls MPI in between.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from multiprocessing.connection import wait as conn_wait
+from typing import Any
+
+from .._protocol import messages as m
+from .._protocol.messages import Failure
+from .._store.shm import Store
+from .pool import Pool, Worker
+
+MAX_SLEEP = 0.002
+IDLE_SLEEP = 0.02
+UNIT = 10_000
+
+
+class LocalTask:
+    __slots__ = ("spec", "func", "deps", "missing", "gpus", "worker")
+
+    def __init__(self, spec: m.TaskSpec, func: bytes | None, deps: dict):
+        self.spec = spec
+        self.func = func
+        self.deps = deps
+        self.missing = 0
+        self.gpus: tuple = ()
+        self.worker: Worker | None = None
+
+
+class GetRequest:
+    __slots__ = ("worker", "ids", "infos")
+
+    def __init__(self, worker: Worker, ids: list[str]):
+        self.worker = worker
+        self.ids = ids
+        self.infos: dict[str, tuple] = {}
+
+
+class Raylet:
+    def __init__(self, transport: Any, config: Any, session: str, hosts: list[str], node: dict,
+                 driver_pid: int | None):
+        self.t = transport
+        self.config = config
+        self.rank = transport.rank
+        self.hosts = hosts
+        self.node = node
+        self.driver_pid = driver_pid
+        self.store = Store(session, self.rank, config.store_root)
+        self.store.create()
+        self.total = dict(node["resources"])
+        self.avail = dict(self.total)
+        self.gpu_free = {g: UNIT for g in node["gpu_ids"]}
+        self.funcs: dict[str, bytes] = {}
+        self.queue: deque[LocalTask] = deque()
+        self.pulls: dict[str, list] = {}  # oid -> [LocalTask | GetRequest]
+        self.obj_waiters: dict[str, list[GetRequest]] = {}
+        ctx = {"rank": self.rank, "host": hosts[self.rank], "node_id": node["node_id"], "session": session,
+               "store_root": self.store.root, "inline_limit": config.inline_limit,
+               "log_to_driver": config.log_to_driver}
+        cpus = max(1, self.total.get("CPU", 0) // UNIT)
+        self.pool = Pool(ctx, max_idle=cpus + 2)
+        for _ in range(min(cpus, 64)):
+            self.pool.start(())
+        self.running = True
+
+    # -- main loop ---------------------------------------------------------
+    def serve(self) -> None:
+        delay, last_busy, last_check = 0.0, time.monotonic(), 0.0
+        while self.running:
+            busy = False
+            batches = self.t.poll()
+            for src, batch in batches:
+                busy = True
+                for msg in batch:
+                    getattr(self, "on_" + msg[0])(src, *msg[1:])
+            if not self.running:
+                break
+            for conn in conn_wait(self.pool.conns(), timeout=0 if busy else delay):
+                busy = True
+                self._from_worker(conn)
+            self._dispatch()
+            self.t.flush()
+            now = time.monotonic()
+            if busy:
+                delay, last_busy = 0.0, now
+            else:
+                delay = IDLE_SLEEP if now - last_busy > 1.0 else min(MAX_SLEEP, delay * 2 or 2e-5)
+            if now - last_check > 1.0:
+                last_check = now
+                self.pool.reap()
+                self._check_driver()
+
+    def _check_driver(self) -> None:
+        if self.driver_pid is None:
+            return
+        try:
+            os.kill(self.driver_pid, 0)
+        except ProcessLookupError:
+            self.pool.shutdown(timeout=1.0)
+            self.store.destroy()
+            os._exit(1)
+
+    # -- from rank 0 -------------------------------------------------------
+    def on_tasks(self, src: int, spec: m.TaskSpec, func: bytes | None, deps: dict) -> None:
+        if func is not None:
+            self.funcs[spec.func_id] = func
+        task = LocalTask(spec, func, {})
+        for oid, info in deps.items():
+            local = self._localize(oid, info, task)
+            if local is None:
+                task.missing += 1
+            else:
+                task.deps[oid] = local
+        if task.missing == 0:
+            self.queue.append(task)
+
+    def _localize(self, oid: str, info: tuple, waiter: Any) -> tuple | None:
+        """A local ObjInfo for ``info``, or None after starting a pull that will call back."""
+        if info[0] != "shm":
+            return info
+        owner = info[1]
+        if owner == self.rank or self.store.exists(oid):
+            return ("path", self.store.path(oid))
+        if self.config.share_host_memory and self.hosts[owner] == self.hosts[self.rank]:
+            return ("path", self.store.path(oid, owner))
+        waiters = self.pulls.get(oid)
+        if waiters is None:
+            self.pulls[oid] = [waiter]
+            self.t.send(owner, (m.PULL, oid, self.rank))
+        else:
+            waiters.append(waiter)
+        return None
+
+    def on_data(self, src: int, oid: str, nbytes: int) -> None:
+        buf = self.t.recv_data(src, nbytes)
+        self.store.write_raw(oid, buf)
+        self.t.send(0, ("copied", oid))
+        local = ("path", self.store.path(oid))
+        for waiter in self.pulls.pop(oid, []):
+            if isinstance(waiter, LocalTask):
+                waiter.deps[oid] = local
+                waiter.missing -= 1
+                if waiter.missing == 0:
+                    self.queue.append(waiter)
+            else:
+                self._got(waiter, oid, local)
+
+    def on_pull(self, src: int, oid: str, requester: int) -> None:
+        view = self.store.read_raw(oid)
+        self.t.send(requester, (m.DATA, oid, view.nbytes))
+        self.t.flush()
+        self.t.send_data(requester, view)
+
+    def on_objects(self, src: int, items: list) -> None:
+        for oid, info in items:
+            for req in self.obj_waiters.pop(oid, []):
+                local = self._localize(oid, info, req)
+                if local is not None:
+                    self._got(req, oid, local)
+
+    def on_free(self, src: int, oids: list[str]) -> None:
+        for oid in oids:
+            self.store.delete(oid)
+
+    def on_shutdown(self, src: int) -> None:
+        self.pool.shutdown()
+        self.store.destroy()
+        self.t.send(0, (m.BYE,))
+        self.t.drain_sends()
+        self.running = False
+
+    # -- local dispatch ----------------------------------------------------
+    def _fits(self, demand: dict) -> bool:
+        for k, v in demand.items():
+            if k == "GPU":
+                if not self._pick_gpus(v):
+                    return False
+            elif self.avail.get(k, 0) < v and self.avail.get(k, 0) < self.total.get(k, 0):
+                return False
+        return True
+
+    def _pick_gpus(self, units: int) -> tuple | None:
+        if units >= UNIT:
+            free = [g for g, f in self.gpu_free.items() if f == UNIT]
+            n = units // UNIT
+            return tuple(free[:n]) if len(free) >= n else None
+        best = None
+        for g, f in self.gpu_free.items():  # fullest GPU that still has room: pack fractions
+            if f >= units and (best is None or f < self.gpu_free[best]):
+                best = g
+        return (best,) if best is not None else None
+
+    def _dispatch(self) -> None:
+        skipped = 0
+        while len(self.queue) > skipped:
+            task = self.queue[0]
+            demand = task.spec.demand
+            if not self._fits(demand):
+                self.queue.rotate(-1)
+                skipped += 1
+                continue
+            self.queue.popleft()
+            gpus = self._pick_gpus(demand["GPU"]) if "GPU" in demand else ()
+            for k, v in demand.items():
+                if k != "GPU":
+                    self.avail[k] = self.avail.get(k, 0) - v
+            share = demand.get("GPU", 0)
+            for g in gpus:
+                self.gpu_free[g] -= min(share, UNIT)
+            task.gpus = gpus
+            w = self.pool.take(gpus)
+            task.worker = w
+            w.task = task
+            func = None
+            if task.spec.func_id not in w.funcs:
+                w.funcs.add(task.spec.func_id)
+                func = self.funcs[task.spec.func_id]
+            w.conn.send((m.W_RUN, task.spec, func, task.deps, gpus))
+        if skipped:
+            self.queue.rotate(skipped)
+
+    def _release(self, task: LocalTask, blocked: bool) -> None:
+        for k, v in task.spec.demand.items():
+            if k == "GPU":
+                continue
+            if blocked and k != "CPU":
+                continue
+            self.avail[k] = self.avail.get(k, 0) + v
+        if not blocked:
+            share = task.spec.demand.get("GPU", 0)
+            for g in task.gpus:
+                self.gpu_free[g] += min(share, UNIT)
+
+    # -- from workers ------------------------------------------------------
+    def _from_worker(self, conn: Any) -> None:
+        w = self.pool.by_conn(conn)
+        if w is None:
+            return
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            self._worker_died(w)
+            return
+        kind = msg[0]
+        if kind == m.W_DONE:
+            task = w.task
+            _, task_id, results, failure = msg
+            for oid, info, _contained in results:
+                if info[0] == "shm":
+                    self.store.note(oid, info[2])
+            if task is not None:
+                if w.blocked:
+                    self._reacquire_cpu(task)
+                self._release(task, blocked=False)
+            self.pool.give_back(w)
+            self.t.send(0, (m.DONE, task_id, results, failure))
+        elif kind == m.W_SUBMIT:
+            self.t.send(0, (m.SUBMIT, msg[1], msg[2]))
+        elif kind == m.W_PUT:
+            if msg[2][0] == "shm":
+                self.store.note(msg[1], msg[2][2])
+            self.t.send(0, (m.PUT, msg[1], msg[2], msg[3]))
+        elif kind == m.W_REFS:
+            self.t.send(0, (m.REFS, msg[1]))
+        elif kind == m.W_GET:
+            self._worker_get(w, msg[1])
+        elif kind == m.W_READY:
+            w.ready = True
+        else:
+            raise RuntimeError(f"raylet {self.rank} got an unknown message {kind!r} from worker {w.pid}")
+
+    def _worker_get(self, w: Worker, ids: list[str]) -> None:
+        req = GetRequest(w, list(dict.fromkeys(ids)))
+        if w.task is not None and not w.blocked:
+            w.blocked = True
+            self._release(w.task, blocked=True)
+            self.t.send(0, (m.BLOCKED, w.task.spec.task_id))
+        for oid in req.ids:
+            self.obj_waiters.setdefault(oid, []).append(req)
+        self.t.send(0, (m.SUBSCRIBE, req.ids))
+
+    def _got(self, req: GetRequest, oid: str, local: tuple) -> None:
+        req.infos[oid] = local
+        if len(req.infos) == len(req.ids):
+            w = req.worker
+            if w.conn.fileno() not in self.pool.workers:
+                return  # the worker died meanwhile
+            if w.blocked and w.task is not None:
+                w.blocked = False
+                self._reacquire_cpu(w.task)
+                self.t.send(0, (m.UNBLOCKED, w.task.spec.task_id))
+            w.blocked = False
+            w.conn.send((m.W_OBJECTS, list(req.infos.items())))
+
+    def _reacquire_cpu(self, task: LocalTask) -> None:
+        cpu = task.spec.demand.get("CPU", 0)
+        if cpu:
+            self.avail["CPU"] = self.avail.get("CPU", 0) - cpu
+
+    def _worker_died(self, w: Worker) -> None:
+        self.pool.remove(w)
+        why = self.pool.exit_description(w)
+        task = w.task
+        if task is None:
+            return
+        if w.blocked:
+            self._reacquire_cpu(task)
+        self._release(task, blocked=False)
+        spec = task.spec
+        where = f"rank {self.rank} on host {self.hosts[self.rank]}, worker pid {w.pid}"
+        msg = (f"the worker running task {spec.name} ({where}) died: {why}. "
+               f"The task was tried {spec.attempt + 1} time(s) (max_retries={spec.max_retries}).")
+        failure = Failure("crash", None, "WorkerCrashedError", msg, "", spec.name, where, retryable=True)
+        self.t.send(0, (m.DONE, spec.task_id, [], failure))

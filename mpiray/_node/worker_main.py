@@ -1,0 +1,233 @@
+"""A worker process: runs tasks its raylet sends, one at a time.  Never imports MPI.
+
+The worker is also a runtime for the public API, so a task can submit tasks,
+``put`` and ``get``: those requests go to the raylet over the worker's socket
+(``WorkerRuntime``).  ``print`` inside a task reaches the job's output with a
+prefix naming the task, rank, host and pid, like Ray's log streaming.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .. import _api
+from .._objref import ObjectRef, RefTracker
+from .._options import TaskOptions, from_units
+from .._protocol import messages as m
+from .._serialization import Blob, loads
+from .._store.shm import Store
+from .._values import IdGen, decode, encode, make_spec, resolve_arguments, task_failure
+
+
+class PrefixedStream:
+    """Line-buffered text stream that prefixes each line with the running task."""
+
+    def __init__(self, raw: Any, ctx: dict):
+        self.raw = raw
+        self.ctx = ctx
+        self.prefix = ""
+        self.partial = ""
+
+    def set_task(self, name: str | None) -> None:
+        self.flush()
+        c = self.ctx
+        self.prefix = f"({name} pid={os.getpid()}, rank={c['rank']}, host={c['host']}) " if name else ""
+
+    def write(self, text: str) -> int:
+        data = self.partial + text
+        lines = data.split("\n")
+        self.partial = lines.pop()
+        if lines:
+            self.raw.write("".join(f"{self.prefix}{line}\n" for line in lines))
+            self.raw.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self.partial:
+            self.raw.write(f"{self.prefix}{self.partial}\n")
+            self.partial = ""
+        self.raw.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
+class WorkerRuntime:
+    is_driver = False
+
+    def __init__(self, conn: Connection, ctx: dict):
+        self.conn = conn
+        self.ctx = ctx
+        self.rank = ctx["rank"]
+        self.tracker = RefTracker()
+        self.ids = IdGen(f"{ctx['session'][:6]}w{self.rank}x{os.getpid():x}")
+        self.store = Store(ctx["session"], self.rank, os.path.dirname(ctx["store_root"]))
+        self.inline_limit = ctx["inline_limit"]
+        self.exported: set[str] = set()
+        self.task: m.TaskSpec | None = None
+        self.gpu_ids: tuple = ()
+        self.funcs: dict[str, Any] = {}
+
+    # -- messages ----------------------------------------------------------
+    def send(self, msg: tuple) -> None:
+        changes = self.tracker.drain()
+        if changes:
+            self.conn.send((m.W_REFS, changes))
+        self.conn.send(msg)
+
+    # -- the public API inside a task --------------------------------------
+    def submit(self, func_id: str, func_bytes: bytes, name: str, args: tuple, kwargs: dict,
+               options: TaskOptions) -> list[ObjectRef]:
+        spec = make_spec(self.ids.task(), name, func_id, args, kwargs, options, self.inline_limit,
+                         self._store_args)
+        first = func_id not in self.exported
+        self.exported.add(func_id)
+        self.send((m.W_SUBMIT, spec, func_bytes if first else None))
+        if spec.args_ref is not None:
+            self.send((m.W_REFS, [(spec.args_ref, -1)]))
+        refs = []
+        for oid in spec.return_ids:
+            ref = ObjectRef(oid, None)
+            self.tracker.add(oid, announce=False)
+            ref._tracker = self.tracker
+            refs.append(ref)
+        return refs
+
+    def _store_args(self, blob: Blob) -> str:
+        oid = self.ids.put()
+        size = self.store.write(oid, blob)
+        self.send((m.W_PUT, oid, ("shm", self.rank, size), blob.refs))
+        return oid
+
+    def put(self, value: Any) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself instead")
+        oid = self.ids.put()
+        info, contained = encode(oid, value, self.inline_limit, self.store, self.rank)
+        self.send((m.W_PUT, oid, info, contained))
+        ref = ObjectRef(oid, None)
+        self.tracker.add(oid, announce=False)
+        ref._tracker = self.tracker
+        return ref
+
+    def _fetch(self, ids: list[str]) -> dict[str, tuple]:
+        self.send((m.W_GET, ids))
+        msg = self.conn.recv()
+        if msg[0] == m.W_EXIT:
+            os._exit(0)
+        return dict(msg[1])
+
+    def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
+        infos = self._fetch([r.id for r in refs])
+        return [decode(r.id, infos[r.id], self.tracker, self.store) for r in refs]
+
+    def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None):
+        # a worker waits for the first num_returns in order: simple and deadlock-free
+        self._fetch([r.id for r in refs[:num_returns]])
+        return list(refs[:num_returns]), list(refs[num_returns:])
+
+    def context(self) -> dict:
+        spec = self.task
+        return {"rank": self.rank, "host": self.ctx["host"], "node_id": self.ctx["node_id"],
+                "task_id": spec.task_id if spec else None, "pid": os.getpid(), "job_id": self.ctx["session"],
+                "assigned_resources": {k: from_units(v) for k, v in (spec.demand if spec else {}).items()},
+                "gpu_ids": list(self.gpu_ids), "worker": True}
+
+    def nodes(self) -> list[dict]:
+        raise NotImplementedError("mpiray.nodes() is available on the driver only")
+
+    cluster_resources = available_resources = nodes
+
+    def shutdown(self) -> None:
+        pass
+
+    # -- running tasks -----------------------------------------------------
+    def run(self, spec: m.TaskSpec, func_bytes: bytes | None, deps: dict, gpus: tuple,
+            out: PrefixedStream, err: PrefixedStream) -> None:
+        self.task, self.gpu_ids = spec, gpus
+        out.set_task(spec.name)
+        err.set_task(spec.name)
+        results, failure = [], None
+        try:
+            if func_bytes is not None:
+                self.funcs[spec.func_id] = loads(func_bytes, [], None)
+            func = self.funcs[spec.func_id]
+            values = {}
+            for oid, info in deps.items():
+                values[oid] = decode(oid, info, None, self.store)
+            if spec.args_ref is not None:
+                args, kwargs = values.pop(spec.args_ref)
+            elif spec.args is not None:
+                args, kwargs = loads(spec.args.data, spec.args.buffers, None)
+            else:
+                args, kwargs = (), {}
+            args, kwargs = resolve_arguments(args, kwargs, values, spec.resolve_nested_refs)
+            value = func(*args, **kwargs)
+            n = len(spec.return_ids)
+            if n == 1:
+                outputs = [value]
+            else:
+                outputs = list(value) if isinstance(value, (tuple, list)) else None
+                if outputs is None or len(outputs) != n:
+                    raise ValueError(f"task {spec.name} has num_returns={n} but returned "
+                                     f"{type(value).__name__} {'of length ' + str(len(outputs)) if outputs else ''}".strip())
+            for oid, v in zip(spec.return_ids, outputs):
+                info, contained = encode(oid, v, self.inline_limit, self.store, self.rank)
+                results.append((oid, info, contained))
+        except BaseException as exc:  # noqa: BLE001 - the task's error goes to the caller
+            if isinstance(exc, SystemExit) and not isinstance(exc.code, (int, type(None))):
+                pass
+            for oid, _info, _c in results:
+                self.store.delete(oid)
+            results = []
+            failure = task_failure(exc, spec.name, self.rank, spec.retry_exceptions)
+        finally:
+            out.set_task(None)
+            err.set_task(None)
+            self.task = None
+        self.send((m.W_DONE, spec.task_id, results, failure))
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # pragma: no cover - not Linux
+        pass
+
+
+def main(fd: int) -> None:
+    _die_with_parent()
+    ctx = json.loads(os.environ.pop("MPIRAY_WORKER_CONTEXT"))
+    conn = Connection(fd)
+    rt = WorkerRuntime(conn, ctx)
+    _api._set_worker_runtime(rt)
+    out, err = PrefixedStream(sys.stdout, ctx), PrefixedStream(sys.stderr, ctx)
+    if ctx.get("log_to_driver", True):
+        sys.stdout, sys.stderr = out, err
+    conn.send((m.W_READY, os.getpid()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            break
+        if msg[0] == m.W_RUN:
+            _, spec, func, deps, gpus = msg
+            rt.run(spec, func, deps, gpus, out, err)
+        elif msg[0] == m.W_EXIT:
+            break
+    out.flush()
+    err.flush()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -1,0 +1,1 @@
+"""Messages exchanged between rank 0, raylets and workers."""

@@ -1,0 +1,87 @@
+"""Wire messages: every message is a tuple whose first item is one of the kinds below.
+
+Rank 0 (GCS) and raylets exchange batches (lists) of these over MPI; a raylet
+and its workers exchange single messages over a pipe.  Names pair up across
+the two sides: a kind sent by one side is handled by a method ``on_<kind>`` on
+the other.
+
+Object information (``ObjInfo``) says where an object's bytes are:
+
+    ("inline", Blob)            small value, carried in the message
+    ("shm", rank, nbytes)       a file in the store of ``rank``
+    ("err", Blob)               the object is an error (the pickled exception info)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+# rank 0 -> raylet
+TASKS = "tasks"            # ([(TaskSpec, func_bytes | None, {dep_id: ObjInfo})],)
+OBJECTS = "objects"        # ([(object_id, ObjInfo)],) answers SUBSCRIBE
+FREE = "free"              # ([object_id],)
+PULL = "pull"              # (object_id, requester_rank) send the bytes to requester
+SHUTDOWN = "shutdown"      # ()
+CANCEL = "cancel"          # (task_id, force)
+
+# raylet -> rank 0
+REGISTER = "register"      # (NodeInfo dict,)
+DONE = "done"              # (task_id, [(object_id, ObjInfo)], failure | None)
+SUBMIT = "submit"          # (TaskSpec, func_bytes | None)
+PUT = "put"                # (object_id, ObjInfo, contained_ref_ids)
+SUBSCRIBE = "subscribe"    # ([object_id],)
+REFS = "refs"              # ([(object_id, +1 | -1)],)
+BLOCKED = "blocked"        # (task_id,)
+UNBLOCKED = "unblocked"    # (task_id,)
+BYE = "bye"                # ()
+
+# either way, between any two ranks
+DATA = "data"              # (object_id, nbytes) bytes follow on the data tag
+
+# raylet -> worker
+W_RUN = "run"              # (TaskSpec, func_bytes | None, {dep_id: local ObjInfo}, gpu_ids)
+W_OBJECTS = "objects"      # ([(object_id, local ObjInfo)],) answer to W_GET
+W_EXIT = "exit"            # ()
+
+# worker -> raylet
+W_READY = "ready"          # (pid,)
+W_DONE = "done"            # (task_id, [(object_id, ObjInfo)], failure | None, contained refs)
+W_SUBMIT = "submit"        # (TaskSpec, func_bytes | None)
+W_PUT = "put"              # (object_id, ObjInfo, contained_ref_ids)
+W_GET = "get"              # ([object_id],) blocking: the worker waits for W_OBJECTS
+W_REFS = "refs"            # ([(object_id, +1 | -1)],)
+
+
+@dataclasses.dataclass(slots=True)
+class TaskSpec:
+    """Everything needed to run (and re-run) one task."""
+
+    task_id: str
+    name: str
+    func_id: str
+    args: Any                  # Blob of (args, kwargs), or None when args_ref is set
+    args_ref: str | None       # object holding the args when they are large
+    deps: tuple                # object ids that must exist before the task runs
+    return_ids: tuple
+    demand: dict               # resource -> units (1/10,000)
+    max_retries: int = 3
+    retry_exceptions: Any = False
+    resolve_nested_refs: bool = True
+    strategy: Any = "DEFAULT"
+    arg_refs: tuple = ()       # every ref carried by the args (kept alive while pending)
+    attempt: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class Failure:
+    """Why a task failed: the pickled exception (if it pickles) and the remote traceback."""
+
+    kind: str                  # "error" (task raised) | "crash" (worker died) | "cancelled" | "system"
+    exc_blob: Any              # Blob of the exception, or None
+    type_name: str
+    message: str
+    traceback: str
+    function: str
+    where: str                 # "rank 1 on host x, pid 123"
+    retryable: bool = False    # set by the raylet for crashes and by retry_exceptions

@@ -1,0 +1,67 @@
+"""Bringing a cluster up: which mode, who is rank 0, and the start-up handshake.
+
+Modes:
+  * launched: ``mpiexec -n N`` / ``srun`` started N ranks; rank 0 returns from
+    ``init`` as the driver and every other rank becomes a raylet, then exits;
+  * embedded: a lone ``python app.py`` spawns ``num_nodes`` raylet ranks with
+    ``MPI_Comm_spawn`` (works with the MPICH wheel) and merges with them.
+
+Handshake (collective, once): rank 0 broadcasts the session and settings;
+all ranks exchange host names; raylets send their node description to rank 0.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from typing import Any
+
+from ._comm import mpi
+from ._config import Config
+
+
+def start_driver(config: Config, init_args: dict) -> Any:
+    """Start (or join) the cluster; returns the driver runtime on rank 0, never returns elsewhere."""
+    from ._control.driver import DriverRuntime
+
+    if mpi.world_size_hint() > 1:
+        transport, spawned = mpi.launched_world(), False
+        if transport.rank != 0:
+            run_raylet(transport)
+            sys.exit(0)
+    else:
+        transport, spawned = mpi.spawn_world(config.num_nodes, ["-m", "mpiray._node.main"]), True
+    session = uuid.uuid4().hex[:12]
+    transport.bcast({"config": config.to_dict(), "init_args": init_args, "session": session,
+                     "driver_pid": os.getpid() if spawned else None})
+    hosts = transport.allgather(transport.host)
+    nodes = transport.gather(None)[1:]
+    return DriverRuntime(transport, config, session, hosts, nodes, spawned)
+
+
+def run_raylet(transport: Any) -> None:
+    """Serve as a raylet until rank 0 says shutdown."""
+    from ._node.raylet import Raylet
+    from ._node.resources import node_resources
+
+    hello = transport.bcast(None)
+    session = hello["session"]
+    # resources follow this rank's own environment, overridden by init() arguments
+    config = Config.from_env().with_args(**hello["init_args"])
+    shared = Config(**hello["config"])
+    config = config.__class__(**{**shared.to_dict(), **{k: getattr(config, k) for k in
+                                 ("num_cpus", "num_gpus", "memory", "resources")}})
+    hosts = transport.allgather(transport.host)
+    me = transport.rank
+    local = [r for r in range(1, transport.size) if hosts[r] == hosts[me]]
+    resources, gpu_ids = node_resources(config, local.index(me), len(local))
+    node = {"rank": me, "node_id": f"{session[:8]}-n{me}", "host": hosts[me], "pid": os.getpid(),
+            "resources": resources, "gpu_ids": gpu_ids}
+    transport.gather(node)
+    raylet = Raylet(transport, config, session, hosts, node, hello["driver_pid"])
+    try:
+        raylet.serve()
+    finally:
+        raylet.pool.shutdown(timeout=1.0)
+        transport.close()

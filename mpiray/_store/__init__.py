@@ -1,0 +1,1 @@
+"""Object storage: the node-local shared-memory store and its on-disk format."""
