@@ -22,6 +22,7 @@ from ._serialization import dumps_function
 
 _runtime: Any = None
 _atexit_registered = False
+_accept_script_init = False  # set by `python -m mpiray`: the script's own init() is a no-op
 
 
 def _set_worker_runtime(rt: Any) -> None:
@@ -58,7 +59,7 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, memory: i
     if _runtime is not None:
         if not _runtime.is_driver:
             return {}
-        if ignore_reinit_error:
+        if ignore_reinit_error or _accept_script_init:
             return _context_dict()
         raise RuntimeError("mpiray.init() was already called; call mpiray.shutdown() first, "
                            "or pass ignore_reinit_error=True")
@@ -76,7 +77,7 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, memory: i
 
 def _context_dict() -> dict:
     rt = _rt()
-    return {"session": rt.session, "nodes": len(rt.transport.size and rt.gcs.nodes)}
+    return {"session": rt.session, "num_nodes": len(rt.gcs.nodes)}
 
 
 def is_initialized() -> bool:
@@ -85,8 +86,9 @@ def is_initialized() -> bool:
 
 def shutdown() -> None:
     """Stop every raylet and worker of the cluster (no-op if not initialised)."""
-    global _runtime
+    global _runtime, _accept_script_init
     rt, _runtime = _runtime, None
+    _accept_script_init = False
     if rt is not None and rt.is_driver:
         rt.shutdown()
     elif rt is not None:
