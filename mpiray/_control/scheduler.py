@@ -45,13 +45,14 @@ class NodeState:
     def fits_ever(self, demand: dict[str, int]) -> bool:
         return all(self.total.get(k, 0) >= v for k, v in demand.items())
 
-    def has_room(self, demand: dict[str, int]) -> bool:
+    def has_room(self, demand: dict[str, int], strict: bool = False) -> bool:
+        """Room now: within capacity (``strict``) or within the pipelined limit."""
         if self.ntasks >= self.limit[TASK_SLOTS]:
             return False
-        load, limit = self.load, self.limit
+        load, cap = self.load, (self.total if strict else self.limit)
         for k, v in demand.items():
-            # a task never waits for an empty node: a lone big task always fits
-            if load.get(k, 0) + v > limit.get(k, 0) and load.get(k, 0) > 0:
+            used = load.get(k, 0)
+            if used + v > cap.get(k, 0) and used > 0:
                 return False
         return True
 
@@ -118,21 +119,24 @@ class GlobalScheduler:
             node = self.nodes.get(rank)
             if node is not None and node.alive and node.fits_ever(demand) and node.has_room(demand):
                 return rank
-        best, best_key = None, None
-        n = len(self.nodes)
-        self._rr += 1
-        for i, node in enumerate(self.nodes.values()):
-            if not node.alive or not node.fits_ever(demand) or not node.has_room(demand):
-                continue
-            if strategy == "SPREAD":
-                key = (node.ntasks, (i - self._rr) % n)
-            else:
-                key = (node.utilization(), (i - self._rr) % n)
-            if best_key is None or key < best_key:
-                best, best_key = node.rank, key
-        if best is None:
-            self.check_feasible(demand, strategy)
-        return best
+        # first pass: a node with free capacity; second: a node whose queue may grow
+        for strict in (True, False):
+            best, best_key = None, None
+            n = len(self.nodes)
+            self._rr += 1
+            for i, node in enumerate(self.nodes.values()):
+                if not node.alive or not node.fits_ever(demand) or not node.has_room(demand, strict):
+                    continue
+                if strategy == "SPREAD":
+                    key = (node.ntasks, (i - self._rr) % n)
+                else:
+                    key = (node.utilization(), (i - self._rr) % n)
+                if best_key is None or key < best_key:
+                    best, best_key = node.rank, key
+            if best is not None:
+                return best
+        self.check_feasible(demand, strategy)
+        return None
 
     # -- load accounting ---------------------------------------------------
     def acquire(self, rank: int, demand: dict[str, int]) -> None:

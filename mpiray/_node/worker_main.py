@@ -184,8 +184,6 @@ class WorkerRuntime:
                 info, contained = encode(oid, v, self.inline_limit, self.store, self.rank)
                 results.append((oid, info, contained))
         except BaseException as exc:  # noqa: BLE001 - the task's error goes to the caller
-            if isinstance(exc, SystemExit) and not isinstance(exc.code, (int, type(None))):
-                pass
             for oid, _info, _c in results:
                 self.store.delete(oid)
             results = []
@@ -222,7 +220,10 @@ def main(fd: int) -> None:
             break
         if msg[0] == m.W_RUN:
             _, spec, func, deps, gpus = msg
-            rt.run(spec, func, deps, gpus, out, err)
+            try:
+                rt.run(spec, func, deps, gpus, out, err)
+            except (BrokenPipeError, ConnectionResetError, EOFError):
+                break  # the raylet is gone (shutdown): nobody wants the result
         elif msg[0] == m.W_EXIT:
             break
     out.flush()
