@@ -1,0 +1,72 @@
+import threading
+
+import numpy as np
+import pytest
+
+from mpiray._objref import ObjectRef, RefTracker
+from mpiray._serialization import dumps, loads
+from mpiray._store.shm import Store
+from mpiray._values import arg_dependencies, resolve_arguments
+
+
+def test_numpy_goes_out_of_band_and_back():
+    a = np.arange(1_000_000)
+    blob = dumps({"a": a})
+    assert len(blob.buffers) == 1 and len(blob.data) < 1000
+    assert np.array_equal(loads(blob.data, blob.buffers, None)["a"], a)
+
+
+def test_refs_inside_values_are_recorded():
+    r1, r2 = ObjectRef("x.0"), ObjectRef("y.0")
+    blob = dumps([r1, {"k": (r2,)}])
+    assert set(blob.refs) == {"x.0", "y.0"}
+    tracker = RefTracker()
+    out = loads(blob.data, blob.buffers, tracker)
+    assert out[0] == r1 and tracker.live() == 2
+    del out
+    assert tracker.live() == 0
+    assert tracker.drain() == []  # acquired and released before anyone was told: nets to nothing
+
+
+def test_tracker_transitions():
+    t = RefTracker()
+    a = ObjectRef("a", t)
+    b = ObjectRef("a", t)
+    assert t.drain() == [("a", 1)]
+    del a
+    assert t.drain() == []
+    del b
+    assert t.drain() == [("a", -1)]
+
+
+def test_unpicklable_is_a_type_error():
+    with pytest.raises(TypeError) as info:
+        dumps(threading.Lock())
+    assert "lock" in str(info.value).lower()
+
+
+def test_store_roundtrip_zero_copy(tmp_path):
+    s = Store("unit", 1, str(tmp_path))
+    s.create()
+    a = np.arange(100_000, dtype=np.float32)
+    size = s.write("o1", dumps(a))
+    assert s.used == size and s.exists("o1")
+    b = s.read("o1", None)
+    assert np.array_equal(a, b) and not b.flags.writeable
+    raw = s.read_raw("o1")
+    s.write_raw("o2", raw)
+    assert np.array_equal(s.read("o2", None), a)
+    s.delete("o1")
+    assert not s.exists("o1") and np.array_equal(b, a)  # a mapped object outlives its file
+    s.destroy()
+
+
+def test_nested_argument_resolution():
+    r = ObjectRef("a.0")
+    args, kwargs = ([r, {"k": r}], (r,)), {"x": r}
+    assert arg_dependencies(args, kwargs, nested=True) == ("a.0",)
+    assert arg_dependencies(args, kwargs, nested=False) == ("a.0",)  # kwargs top level
+    a2, k2 = resolve_arguments(args, kwargs, {"a.0": 7}, nested=True)
+    assert a2 == ([7, {"k": 7}], (7,)) and k2 == {"x": 7}
+    a3, _ = resolve_arguments(args, kwargs, {"a.0": 7}, nested=False)
+    assert a3[0][0] is r
