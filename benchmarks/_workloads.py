@@ -1,0 +1,189 @@
+"""The workloads, written once against the Ray API (run on mpiray and on Ray).
+
+Each workload is ``fn(api, tasks, size) -> seconds`` for one repetition; the
+registry says how to turn seconds into the reported value.  Names follow
+Ray's ``ray microbenchmark`` where it has one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import numpy as np
+
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    unit: str            # "tasks/s", "us", "GB/s", "ms", "s", "MiB", "%"
+    full: int            # size of a full run (tasks, or bytes)
+    quick: int           # size of a --quick run
+    higher_is_better: bool
+    about: str
+
+
+def make_tasks(api: Any) -> SimpleNamespace:
+    """Remote functions for ``api`` (mpiray or ray).  Nested, so cloudpickle ships them by value."""
+    def noop():
+        return None
+
+    def inc(x):
+        return x + 1
+
+    def square(i):
+        return i * i
+
+    def add_all(*xs):
+        return sum(xs)
+
+    def touch(a):
+        return int(a[::4096].sum()) + a.nbytes  # one read per page
+
+    def identity(a):
+        return a
+
+    return SimpleNamespace(**{f.__name__: api.remote(f) for f in
+                              (noop, inc, square, add_all, touch, identity)})
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def tasks_async(api, t, n):
+    return _timed(lambda: api.get([t.noop.remote() for _ in range(n)]))
+
+
+def tasks_sync(api, t, n):
+    def run():
+        for _ in range(n):
+            api.get(t.noop.remote())
+    return _timed(run)
+
+
+def chain(api, t, n):
+    def run():
+        ref = t.inc.remote(0)
+        for _ in range(n - 1):
+            ref = t.inc.remote(ref)
+        assert api.get(ref) == n
+    return _timed(run)
+
+
+def map_reduce(api, t, n):
+    def run():
+        maps = [t.square.remote(i) for i in range(n)]
+        assert api.get(t.add_all.remote(*maps)) == sum(i * i for i in range(n))
+    return _timed(run)
+
+
+def _array(nbytes):
+    a = np.empty(nbytes, dtype=np.uint8)
+    a[::4096] = 1  # fault the pages in before timing
+    a[:] = 7
+    return a
+
+
+def _repeat_count(nbytes):
+    return max(1, (64 * MIB) // nbytes)  # small objects: time many in one sample
+
+
+def put(api, t, nbytes):
+    a, k = _array(nbytes), _repeat_count(nbytes)
+    refs = []
+    secs = _timed(lambda: refs.extend(api.put(a) for _ in range(k)))
+    del refs
+    return secs / k
+
+
+def get(api, t, nbytes):
+    a, k = _array(nbytes), _repeat_count(nbytes)
+    refs = [api.put(a) for _ in range(k)]
+    out = []
+    secs = _timed(lambda: out.extend(api.get(r) for r in refs))
+    assert out[-1].nbytes == nbytes
+    del out, refs
+    return secs / k
+
+
+def memcpy(api, t, nbytes):
+    a, k = _array(nbytes), _repeat_count(nbytes)
+    dst = np.empty_like(a)
+    np.copyto(dst, a)
+
+    def run():
+        for _ in range(k):
+            np.copyto(dst, a)
+    return _timed(run) / k
+
+
+def task_read_ref(api, t, nbytes):
+    ref = api.put(_array(nbytes))
+    api.get(t.noop.remote())  # a worker is up
+    secs = _timed(lambda: api.get(t.touch.remote(ref)))
+    del ref
+    return secs
+
+
+def arg_roundtrip(api, t, nbytes):
+    a = _array(nbytes)
+    out = []
+    secs = _timed(lambda: out.append(api.get(t.identity.remote(a))))
+    assert out[0].nbytes == nbytes
+    return secs
+
+
+_W = Workload
+REGISTRY: dict[str, tuple[Workload, Callable]] = {w.name: (w, fn) for w, fn in [
+    (_W("single_client_tasks_async", "tasks/s", 10_000, 1_000, True,
+        "n no-op tasks submitted, then one get of all"), tasks_async),
+    (_W("single_client_tasks_sync", "us", 1_000, 100, False,
+        "n x get(f.remote()): one round trip"), tasks_sync),
+    (_W("chain_of_tasks", "tasks/s", 1_000, 100, True,
+        "n tasks, each taking the previous one's result"), chain),
+    (_W("map_reduce", "tasks/s", 1_000, 100, True,
+        "n maps then 1 reduce over all n refs"), map_reduce),
+    (_W("memcpy_1MiB", "GB/s", MIB, MIB, True, "anchor: numpy copyto, warm buffers"), memcpy),
+    (_W("put_1MiB", "GB/s", MIB, MIB, True, "put of a 1 MiB ndarray"), put),
+    (_W("get_1MiB", "GB/s", MIB, MIB, True, "get of a 1 MiB ndarray put by the driver"), get),
+    (_W("memcpy_100MiB", "GB/s", 100 * MIB, 8 * MIB, True,
+        "anchor: numpy copyto, warm buffers"), memcpy),
+    (_W("put_100MiB", "GB/s", 100 * MIB, 8 * MIB, True, "put of a 100 MiB ndarray"), put),
+    (_W("get_100MiB", "GB/s", 100 * MIB, 8 * MIB, True,
+        "get of a 100 MiB ndarray put by the driver"), get),
+    (_W("task_read_100MiB_ref", "ms", 100 * MIB, 8 * MIB, False,
+        "a task reading (one byte per page of) a 100 MiB ref"), task_read_ref),
+    (_W("arg_roundtrip_100MiB", "ms", 100 * MIB, 8 * MIB, False,
+        "a 100 MiB ndarray passed as an argument and returned"), arg_roundtrip),
+]}
+
+# measured by the lifecycle runner in fresh processes, not by a function above
+LIFECYCLE = [
+    _W("startup_to_first_result", "s", 0, 0, False,
+       "process start (import + init) to the first get() returning"),
+    _W("shutdown", "s", 0, 0, False, "shutdown() call, until it returns"),
+    _W("idle_cluster_rss", "MiB", 0, 0, False,
+       "RSS summed over driver, launcher, raylets and workers, idle"),
+    _W("idle_cluster_cpu", "%", 0, 0, False, "CPU of the whole idle cluster, % of one core"),
+]
+ALL = {**{name: w for name, (w, _) in REGISTRY.items()}, **{w.name: w for w in LIFECYCLE}}
+
+
+def value(w: Workload, seconds: float, size: int) -> float:
+    """Seconds of one repetition -> the reported value in ``w.unit``."""
+    if w.unit == "tasks/s":
+        return (size + (1 if w.name == "map_reduce" else 0)) / seconds
+    if w.unit == "us":
+        return 1e6 * seconds / size
+    if w.unit == "GB/s":
+        return size / seconds / 1e9
+    if w.unit == "ms":
+        return 1e3 * seconds
+    return seconds
