@@ -9,9 +9,10 @@
           └──── wake() ────>    └── gcs.out ──> Transport.send/flush ──> raylets
     get() waits on ``cond``; the service notifies it when objects change.
 
-The loop never blocks in MPI: it polls with a backoff that starts at zero
-after any activity and grows to ``MAX_SLEEP`` when idle, sleeping on an Event
-the driver sets, so an idle cluster costs ~0% CPU and a busy one no latency.
+The loop never blocks in MPI: it polls with a ``Backoff`` that only yields
+right after activity and sleeps longer the longer nothing happens, on an
+Event the driver sets, so an idle cluster costs ~0% CPU and a busy one little
+latency.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ import threading
 import time
 from typing import Any
 
+from .._backoff import Backoff, tighten_timer_slack
 from .._protocol import messages as m
 from .gcs import GCS
 
-MAX_SLEEP = 0.002
-IDLE_SLEEP = 0.02  # after a second of nothing at all
 
 
 class Service:
@@ -49,18 +49,14 @@ class Service:
 
     # -- loop --------------------------------------------------------------
     def _run(self) -> None:
-        delay, last_busy = 0.0, time.monotonic()
+        tighten_timer_slack()
+        backoff = Backoff()
         try:
             while not self.stop:
-                busy = self.step()
-                if busy:
-                    delay, last_busy = 0.0, time.monotonic()
+                if self.step():
+                    backoff.reset()
                     continue
-                if time.monotonic() - last_busy > 1.0:
-                    delay = IDLE_SLEEP
-                else:
-                    delay = min(MAX_SLEEP, delay * 2 or 2e-5)
-                self.wake_event.wait(delay)
+                self.wake_event.wait(backoff.next())
                 self.wake_event.clear()
         except BaseException as exc:  # surfaced to the driver by get()/shutdown()
             self.error = exc

@@ -9,8 +9,9 @@
                       worker ──W_GET───> on_w_get ──SUBSCRIBE──> rank 0 ──OBJECTS──> reply W_OBJECTS
                       (a worker blocked in get releases its CPU: BLOCKED/UNBLOCKED)
 
-The loop never blocks: it waits on the workers' sockets with a timeout that
-backs off while idle and polls MPI in between.
+The loop never blocks: it waits on the workers' sockets with a timeout from
+``Backoff`` (short right after activity, long when idle) and polls MPI in
+between.
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ from collections import deque
 from multiprocessing.connection import wait as conn_wait
 from typing import Any
 
+from .._backoff import Backoff, tighten_timer_slack
 from .._protocol import messages as m
 from .._protocol.messages import Failure
 from .._store.shm import Store
 from .pool import Pool, Worker
 
-MAX_SLEEP = 0.002
-IDLE_SLEEP = 0.02
 UNIT = 10_000
 
 
@@ -81,7 +81,9 @@ class Raylet:
 
     # -- main loop ---------------------------------------------------------
     def serve(self) -> None:
-        delay, last_busy, last_check = 0.0, time.monotonic(), 0.0
+        tighten_timer_slack()
+        backoff, last_check = Backoff(), 0.0
+        delay = backoff.fast
         while self.running:
             busy = False
             batches = self.t.poll()
@@ -91,16 +93,21 @@ class Raylet:
                     getattr(self, "on_" + msg[0])(src, *msg[1:])
             if not self.running:
                 break
-            for conn in conn_wait(self.pool.conns(), timeout=0 if busy else delay):
+            # poll()/epoll() round timeouts up to whole milliseconds: short waits sleep instead
+            wait = 0 if busy or delay < 1e-3 else delay
+            ready = conn_wait(self.pool.conns(), timeout=wait)
+            if not ready and not busy and wait == 0:
+                time.sleep(delay)
+                ready = conn_wait(self.pool.conns(), timeout=0)
+            for conn in ready:
                 busy = True
                 self._from_worker(conn)
             self._dispatch()
             self.t.flush()
             now = time.monotonic()
             if busy:
-                delay, last_busy = 0.0, now
-            else:
-                delay = IDLE_SLEEP if now - last_busy > 1.0 else min(MAX_SLEEP, delay * 2 or 2e-5)
+                backoff.reset()
+            delay = backoff.next()
             if now - last_check > 1.0:
                 last_check = now
                 self.pool.reap()
