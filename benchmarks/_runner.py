@@ -47,8 +47,9 @@ class System:
             from mpi4py.futures import MPIPoolExecutor
             import mpi4py as api
             here = os.path.dirname(os.path.abspath(__file__))
-            self.executor = MPIPoolExecutor(max_workers=2, path=[here])
-            self.ranks = 3
+            self.executor = MPIPoolExecutor(path=[here])  # the job's other ranks
+            from mpi4py import MPI
+            self.ranks = MPI.COMM_WORLD.Get_size()
         self.api = api
         self.version = getattr(api, "__version__", "?")
 

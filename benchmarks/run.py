@@ -51,8 +51,12 @@ def command(system: str, mode: str, runner_args: list[str], ray_python: str | No
             return "no mpiexec found"
         return [mpiexec, "-n", "2", sys.executable, RUNNER, "mpiray", mode, "--launched",
                 *runner_args]
-    if system == "mpi4py.futures":
-        return [sys.executable, RUNNER, "mpi4py.futures", mode, *runner_args]
+    if system == "mpi4py.futures":  # spawn mode fails with the MPICH wheel: use launched mode
+        mpiexec = _mpiexec()
+        if mpiexec is None:
+            return "no mpiexec found"
+        return [mpiexec, "-n", "3", sys.executable, "-m", "mpi4py.futures", RUNNER,
+                "mpi4py.futures", mode, "--launched", *runner_args]
     if not ray_python:
         return "no --ray-python (or MPIRAY_BENCH_RAY_PYTHON) given"
     if subprocess.run([ray_python, "-c", "import ray, numpy"], capture_output=True).returncode:
@@ -141,7 +145,7 @@ def table(rows: list[dict], systems: list[str]) -> str:
 
 def bench_system(system: str, args, workloads: list[str], lifecycle: bool) -> tuple[list[dict], list[str]]:
     reps = args.reps or (3 if args.quick else 5)
-    settle, window, wait = ("0.5", "1.0", "2.0") if args.quick else ("3.0", "3.0", "10.0")
+    settle, window, wait = ("0.5", "1.0", "2.0") if args.quick else ("3.0", "3.0", "5.0")
     notes, records = [], []
     if lifecycle:
         for _ in range(reps if not args.quick else 1):
@@ -150,7 +154,7 @@ def bench_system(system: str, args, workloads: list[str], lifecycle: bool) -> tu
                           args.ray_python)
             if isinstance(cmd, str):
                 return [], [f"{system}: skipped: {cmd}"]
-            recs, failed = run_one(cmd, timeout=120)
+            recs, failed = run_one(cmd, timeout=60)
             records += recs
             if failed:
                 notes.append(f"{system} lifecycle failed: {failed}")
@@ -162,7 +166,7 @@ def bench_system(system: str, args, workloads: list[str], lifecycle: bool) -> tu
         cmd = command(system, "workloads", extra, args.ray_python)
         if isinstance(cmd, str):
             return [], [f"{system}: skipped: {cmd}"]
-        recs, failed = run_one(cmd, timeout=300 if args.quick else 1800)
+        recs, failed = run_one(cmd, timeout=120 if args.quick else 1200)
         records += recs
         if failed:
             notes.append(f"{system} workloads failed: {failed}")
