@@ -214,6 +214,21 @@ def wait(refs: list, *, num_returns: int = 1, timeout: float | None = None,
     return _rt().wait(list(refs), num_returns, timeout)
 
 
+def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that makes ``ref``.
+
+    A queued task never runs; a running one gets ``KeyboardInterrupt`` (or, with
+    ``force=True``, its worker is killed); with ``recursive`` the tasks it
+    submitted are cancelled too.  ``get`` then raises ``TaskCancelledError``;
+    cancelled tasks are not retried.  A task that already finished keeps its result.
+    """
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, got {type(ref).__name__}")
+    if not isinstance(force, bool) or not isinstance(recursive, bool):
+        raise TypeError("cancel(): force and recursive must be True or False")
+    _rt().cancel(ref, force, recursive)
+
+
 # -- cluster information ------------------------------------------------------
 def nodes() -> list[dict]:
     return _rt().nodes()

@@ -100,3 +100,25 @@ def run_mpi(script: str, ranks: int, *args: str, timeout: float = 90, env: dict 
 
 def run_python(script: str, *args: str, timeout: float = 90, env: dict | None = None) -> Run:
     return run([sys.executable, script, *args], timeout=timeout, env=env)
+
+
+def scenario_results(stdout: str) -> dict:
+    """{name: (status, detail)} from the RESULT lines of a scenario script."""
+    results = {}
+    for line in stdout.splitlines():
+        if line.startswith("RESULT "):
+            _, name, status, *rest = line.split(" ", 3)
+            results[name] = (status, rest[0] if rest else "")
+    return results
+
+
+def scenario_names(path) -> list:
+    import re
+
+    return re.findall(r"^def (scenario_\w+)", Path(path).read_text(), re.M)
+
+
+def check_scenario(mode: str, result: "Run", results: dict, name: str) -> None:
+    assert name in results, f"[{mode}] scenario {name} did not report (rc={result.returncode})\n{result!r}"
+    status, detail = results[name]
+    assert status == "ok", f"[{mode}] {name}: {detail.replace(' | ', chr(10))}"

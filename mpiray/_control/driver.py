@@ -23,6 +23,10 @@ from .gcs import GCS, PENDING, lost_failure
 from .service import Service
 
 
+class _LookAgain(Exception):
+    """The object moved or is being rebuilt while we fetched it."""
+
+
 class DriverRuntime:
     is_driver = True
 
@@ -36,12 +40,20 @@ class DriverRuntime:
         self.rank = 0
         self.tracker = RefTracker()
         self.ids = IdGen(f"{session[:6]}d")
+        from .._node.resources import detect, store_capacity
+
+        self.capacity = store_capacity(config, detect()["memory"])
         self.store = Store(session, 0, config.store_root)
         self.store.create()
         self.gcs = GCS(pipeline=config.pipeline)
         for info in nodes:
             self.gcs.add_node(info["rank"], info)
         self.service = Service(self.gcs, transport, self.store, self.tracker)
+        for info in nodes:
+            self.service.peers[info["rank"]] = (info["host"], info["pid"])
+            if info["host"] == hosts[0]:
+                self.service.same_host.add(info["rank"])
+        self.service.silence_limit = config.heartbeat_timeout
         self.exported: set[str] = set()
         self.closed = False
         self.service.start()
@@ -88,7 +100,7 @@ class DriverRuntime:
         if isinstance(value, ObjectRef):
             raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself instead")
         oid = self.ids.put()
-        info, contained = encode(oid, value, self.config.inline_limit, self.store, 0)
+        info, contained = encode(oid, value, self.config.inline_limit, self.store, 0, self.capacity)
         with self.service.cond:
             self._sync_refs()
             self.gcs.put(oid, info, contained, 0)
@@ -100,33 +112,57 @@ class DriverRuntime:
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         self._check()
         ids = [r.id for r in refs]
+        end = None if timeout is None else time.monotonic() + timeout
         infos = self._wait_ready(ids, len(set(ids)), timeout, all_needed=True)
         out = []
         for oid in ids:
-            info = infos[oid]
-            if info[0] == "shm" and not self._can_map(info[1]):
-                info = self._pull(oid, info, timeout)
-            out.append(decode(oid, info, self.tracker, self.store))
+            while True:
+                info = infos[oid]
+                try:
+                    if info[0] == "shm" and not self._can_map(info[1]):
+                        info = self._pull(oid, info, timeout)
+                    out.append(decode(oid, info, self.tracker, self.store))
+                    break
+                except (FileNotFoundError, _LookAgain) as exc:  # bytes gone: rebuild or fail
+                    if isinstance(exc, FileNotFoundError):
+                        with self.service.cond:
+                            self.gcs.object_lost(oid, info[1])
+                        self.service.wake()
+                    left = None if end is None else max(0.0, end - time.monotonic())
+                    infos[oid] = self._wait_ready([oid], 1, left, all_needed=True)[oid]
         return out
+
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+        self._check()
+        with self.service.cond:
+            entry = self.gcs.objects.get(ref.id)
+            if entry is not None and entry.producer is not None:
+                self.gcs.cancel(entry.producer, force, recursive)
+            if self.gcs.changed:
+                self.gcs.changed = False
+                self.service.cond.notify_all()
+        self.service.wake()
 
     def _can_map(self, rank: int) -> bool:
         return rank == 0 or (self.config.share_host_memory and self.hosts[rank] == self.hosts[0])
 
     def _pull(self, oid: str, info: tuple, timeout: float | None) -> tuple:
+        """Copy a stored object from another host into this rank's store."""
+        end = None if timeout is None else time.monotonic() + timeout
         with self.service.cond:
             entry = self.gcs.objects.get(oid)
-            if entry is None or 0 not in entry.copies:
+            if entry is not None and 0 not in entry.copies:
                 self.gcs.out.append((info[1], (m.PULL, oid, 0)))
                 self.service.wake()
-                end = None if timeout is None else time.monotonic() + timeout
-                while True:
-                    entry = self.gcs.objects.get(oid)
-                    if entry is None:
-                        raise exc_mod.ObjectLostError(f"object {oid} was freed during get()")
-                    if 0 in entry.copies:
-                        break
-                    self._cond_wait(end, oid)
-        return ("shm", 0, info[2])
+            while True:
+                entry = self.gcs.objects.get(oid)
+                if entry is None:
+                    raise exc_mod.ObjectLostError(f"object {oid} was freed during get()")
+                if 0 in entry.copies:
+                    return ("shm", 0, info[2])
+                if entry.info != info:
+                    raise _LookAgain  # lost at its owner: rebuilt or moved meanwhile
+                self._cond_wait(end, oid)
 
     def _cond_wait(self, end: float | None, what: Any) -> None:
         if self.service.error is not None:

@@ -46,7 +46,7 @@ class ObjectEntry:
 
 
 class TaskEntry:
-    __slots__ = ("spec", "state", "rank", "missing", "owner", "blocked")
+    __slots__ = ("spec", "state", "rank", "missing", "owner", "blocked", "cancelled")
 
     def __init__(self, spec: TaskSpec, owner: int):
         self.spec = spec
@@ -55,11 +55,17 @@ class TaskEntry:
         self.missing = 0
         self.owner = owner
         self.blocked = False
+        self.cancelled = False
 
 
 def lost_failure(object_id: str, why: str) -> Failure:
     return Failure("lost", None, "ObjectLostError", f"object {object_id} is lost: {why}", "",
                    "", "")
+
+
+def cancelled_failure(spec: TaskSpec) -> Failure:
+    return Failure("cancelled", None, "TaskCancelledError",
+                   f"task {spec.name} ({spec.task_id}) was cancelled", "", spec.task_id, "")
 
 
 class GCS:
@@ -69,10 +75,12 @@ class GCS:
         self.objects: dict[str, ObjectEntry] = {}
         self.tasks: dict[str, TaskEntry] = {}
         self.nodes: dict[int, dict] = {}
+        self.lineage: dict[str, list] = {}  # task id -> [spec, live return objects]
+        self.children: dict[str, set[str]] = {}  # task id -> tasks it submitted (while running)
         self.scheduler = GlobalScheduler(pipeline)
         self.out: list[tuple[int, Any]] = []
         self.changed = False
-        self.stats = {"submitted": 0, "finished": 0, "retried": 0, "freed": 0}
+        self.stats = {"submitted": 0, "finished": 0, "retried": 0, "freed": 0, "rebuilt": 0}
 
     # -- nodes -------------------------------------------------------------
     def add_node(self, rank: int, info: dict) -> None:
@@ -90,6 +98,14 @@ class GCS:
             entry = self.objects[oid] = ObjectEntry(PENDING, producer=spec.task_id)
             entry.refcount = 1  # the submitter's ObjectRef
         task = self.tasks[spec.task_id] = TaskEntry(spec, owner)
+        if spec.parent is not None and spec.parent in self.tasks:
+            self.children.setdefault(spec.parent, set()).add(spec.task_id)
+        self._enter(task)
+
+    def _enter(self, task: TaskEntry) -> None:
+        """Pin the task's argument refs and wait for (or run on) its dependencies."""
+        spec = task.spec
+        task.missing = 0
         for oid in spec.arg_refs:
             entry = self.objects.get(oid)
             if entry is not None:
@@ -180,7 +196,17 @@ class GCS:
             self.scheduler.unblock(rank, spec.demand)
             task.blocked = False
         self.scheduler.release(rank, spec.demand)
-        if failure is not None and failure.retryable and (
+        if failure is not None and task.cancelled:
+            failure = cancelled_failure(spec)
+        if failure is not None and failure.kind == "lostdep" and not task.cancelled:
+            # an argument's bytes vanished: rebuild it, then run this task again (no retry used)
+            for oid in failure.lost:
+                self.object_lost(oid)
+            task.state, task.rank = "waiting", None
+            self._enter(task)  # pins the arguments again before the old pins go
+            for oid in spec.arg_refs:
+                self._unpin(oid)
+        elif failure is not None and failure.retryable and not task.cancelled and (
                 spec.max_retries < 0 or spec.attempt < spec.max_retries):
             spec.attempt += 1
             self.stats["retried"] += 1
@@ -193,6 +219,9 @@ class GCS:
         self._drain_queues()
 
     def _finish_ok(self, task: TaskEntry, results: list) -> None:
+        spec = task.spec
+        if spec.max_retries != 0 and results:  # keep the spec to rebuild lost results
+            self.lineage[spec.task_id] = [spec, len(results)]
         for oid, info, contained in results:
             self._object_ready(oid, info, contained, task.rank)
         self._task_over(task)
@@ -206,6 +235,7 @@ class GCS:
         task.state = "done"
         self.stats["finished"] += 1
         del self.tasks[task.spec.task_id]
+        self.children.pop(task.spec.task_id, None)
         for oid in task.spec.arg_refs:
             self._unpin(oid)
 
@@ -224,16 +254,7 @@ class GCS:
             if c is not None:
                 c.pins += 1
         self.changed = True
-        for rank_ in entry.subscribers:
-            self.out.append((rank_, (m.OBJECTS, [(oid, info)])))
-        entry.subscribers.clear()
-        waiting, entry.waiting_tasks = entry.waiting_tasks, []
-        for tid in waiting:
-            task = self.tasks.get(tid)
-            if task is not None and task.state == "waiting":
-                task.missing -= 1
-                if task.missing == 0:
-                    self._make_ready(task)
+        self._notify(oid, entry)
         self._maybe_free(oid)
 
     def put(self, oid: str, info: Any, contained: tuple, owner: int) -> None:
@@ -281,10 +302,90 @@ class GCS:
             return
         del self.objects[oid]
         self.stats["freed"] += 1
+        held = self.lineage.get(entry.producer) if entry.producer else None
+        if held is not None:
+            held[1] -= 1
+            if held[1] <= 0:
+                del self.lineage[entry.producer]
         for rank in entry.copies:
             self.out.append((rank, (m.FREE, [oid])))
         for cid in entry.contained:
             self._unpin(cid)
+
+    # -- losses and reconstruction ----------------------------------------
+    def object_lost(self, oid: str, rank: int | None = None) -> None:
+        """The stored bytes of ``oid`` are gone (at ``rank``, or everywhere if None)."""
+        entry = self.objects.get(oid)
+        if entry is None or entry.state != READY or entry.info[0] != "shm":
+            return
+        if rank is not None:
+            entry.copies.discard(rank)
+            if entry.copies:
+                other = min(entry.copies)
+                entry.info = ("shm", other, entry.info[2])
+                self.changed = True
+                return
+        entry.copies.clear()
+        held = self.lineage.get(entry.producer) if entry.producer else None
+        spec = held[0] if held else None
+        if spec is None or spec.task_id in self.tasks:
+            if spec is None:
+                why = ("it was made by put() and cannot be rebuilt" if entry.producer is None else
+                       "the task that made it cannot be re-run (max_retries=0 or lineage released)")
+            else:
+                return  # already being rebuilt
+            entry.state, entry.info = FAILED, ("err", lost_failure(oid, why))
+            self.changed = True
+            self._notify(oid, entry)
+            return
+        if 0 <= spec.max_retries <= spec.attempt:
+            entry.state, entry.info = FAILED, ("err", lost_failure(
+                oid, f"rebuilding it would exceed max_retries={spec.max_retries} of task {spec.name}"))
+            self.changed = True
+            self._notify(oid, entry)
+            return
+        # re-run the producer: every output becomes pending again
+        spec.attempt += 1
+        self.stats["rebuilt"] += 1
+        for rid in spec.return_ids:
+            e = self.objects.get(rid)
+            if e is not None and e.state != PENDING:
+                for cid in e.contained:
+                    self._unpin(cid)
+                e.contained = ()
+                e.state, e.info = PENDING, None
+                for r in e.copies:
+                    self.out.append((r, (m.FREE, [rid])))
+                e.copies.clear()
+        del self.lineage[spec.task_id]
+        task = self.tasks[spec.task_id] = TaskEntry(spec, 0)
+        self._enter(task)
+
+    def _notify(self, oid: str, entry: ObjectEntry) -> None:
+        for r in entry.subscribers:
+            self.out.append((r, (m.OBJECTS, [(oid, entry.info)])))
+        entry.subscribers.clear()
+        waiting, entry.waiting_tasks = entry.waiting_tasks, []
+        for tid in waiting:
+            task = self.tasks.get(tid)
+            if task is not None and task.state == "waiting":
+                task.missing -= 1
+                if task.missing == 0:
+                    self._make_ready(task)
+
+    # -- cancellation ------------------------------------------------------
+    def cancel(self, task_id: str, force: bool, recursive: bool) -> None:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return  # finished already: its result stands
+        if recursive:
+            for child in list(self.children.get(task_id, ())):
+                self.cancel(child, force, recursive)
+        task.cancelled = True
+        if task.state == "running":
+            self.out.append((task.rank, (m.CANCEL, task_id, force)))
+        else:
+            self._finish_failed(task, cancelled_failure(task.spec))
 
     # -- blocking in get ---------------------------------------------------
     def blocked(self, rank: int, task_id: str) -> None:

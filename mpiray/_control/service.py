@@ -17,6 +17,8 @@ latency.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from typing import Any
@@ -40,6 +42,11 @@ class Service:
         self.dead: dict[int, str] = {}
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="mpiray-service", daemon=True)
+        self.last_seen: dict[int, float] = {}
+        self._last_check = time.monotonic()
+        self.peers: dict[int, tuple] = {}  # rank -> (host, pid) of raylets, for liveness checks
+        self.same_host: set[int] = set()
+        self.silence_limit = 30.0
 
     def start(self) -> None:
         self.thread.start()
@@ -66,6 +73,12 @@ class Service:
 
     def step(self) -> bool:
         batches = self.transport.poll()
+        now = time.monotonic()
+        for src, _ in batches:
+            self.last_seen[src] = now
+        if now - self._last_check > 1.0:
+            self._last_check = now
+            self._check_ranks(now)
         data = []
         with self.cond:
             changes = self.tracker.drain()
@@ -82,6 +95,11 @@ class Service:
                 self.gcs.changed = False
                 self.cond.notify_all()
         for src, (_, oid, nbytes) in data:
+            if nbytes < 0:  # the owner no longer has it
+                with self.cond:
+                    self.gcs.object_lost(oid, src)
+                    self.cond.notify_all()
+                continue
             buf = self.transport.recv_data(src, nbytes)
             self.store.write_raw(oid, buf)
             with self.cond:
@@ -118,8 +136,13 @@ class Service:
             gcs.blocked(src, msg[1])
         elif kind == m.UNBLOCKED:
             gcs.unblocked(src, msg[1])
-        elif kind == "copied":
+        elif kind == m.COPIED:
             gcs.copied(msg[1], src)
+        elif kind == m.LOST:
+            for oid in msg[1]:
+                gcs.object_lost(oid, src)
+        elif kind == m.HEARTBEAT:
+            pass
         elif kind == m.PULL:
             self._serve_pull(msg[1], msg[2])
         elif kind == m.BYE:
@@ -130,6 +153,36 @@ class Service:
         else:
             raise RuntimeError(f"rank 0 got an unknown message {kind!r} from rank {src}")
 
+    # -- liveness ----------------------------------------------------------
+    def _check_ranks(self, now: float) -> None:
+        """A rank that died or fell silent ends the job: no rank may hang waiting for it."""
+        if self.stop:
+            return
+        for rank, (host, pid) in self.peers.items():
+            if rank in self.byes:
+                continue
+            why = None
+            if rank in self.same_host:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    why = "its process is gone (killed, or crashed?)"
+                except PermissionError:
+                    pass
+            seen = self.last_seen.setdefault(rank, now)
+            if why is None and now - seen > self.silence_limit:
+                why = f"it sent nothing for {now - seen:.0f} s (node failure or hang?)"
+            if why is not None:
+                self.fatal(f"mpiray: rank {rank} (host {host}, pid {pid}) died: {why}. "
+                           "Ending the job: its tasks and objects cannot be recovered.")
+
+    def fatal(self, message: str) -> None:
+        try:
+            os.write(2, (message + "\n").encode())
+            time.sleep(0.2)  # let the launcher forward the message before the abort tears down
+        finally:
+            self.transport.abort(1)
+
     def _local(self, msg: tuple) -> None:
         if msg[0] == m.FREE:
             for oid in msg[1]:
@@ -138,7 +191,11 @@ class Service:
             self._serve_pull(msg[1], msg[2])
 
     def _serve_pull(self, oid: str, requester: int) -> None:
-        view = self.store.read_raw(oid)
+        try:
+            view = self.store.read_raw(oid)
+        except FileNotFoundError:
+            self.transport.send(requester, (m.DATA, oid, -1))
+            return
         self.transport.send(requester, (m.DATA, oid, view.nbytes))
         self.transport.flush()
         self.transport.send_data(requester, view)

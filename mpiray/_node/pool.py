@@ -35,7 +35,7 @@ def worker_env(base: dict[str, str], gpu_ids: tuple, context: dict) -> dict[str,
 
 
 class Worker:
-    __slots__ = ("conn", "proc", "gpus", "task", "blocked", "funcs", "started", "ready")
+    __slots__ = ("conn", "proc", "gpus", "task", "blocked", "funcs", "started", "ready", "get_req")
 
     def __init__(self, conn: Connection, proc: subprocess.Popen, gpus: tuple):
         self.conn = conn
@@ -46,6 +46,7 @@ class Worker:
         self.funcs: set[str] = set()
         self.started = time.monotonic()
         self.ready = False
+        self.get_req: Any = None  # the GetRequest this worker is blocked on
 
     @property
     def pid(self) -> int:

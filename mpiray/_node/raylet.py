@@ -17,6 +17,7 @@ between.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections import deque
 from multiprocessing.connection import wait as conn_wait
@@ -44,12 +45,13 @@ class LocalTask:
 
 
 class GetRequest:
-    __slots__ = ("worker", "ids", "infos")
+    __slots__ = ("worker", "ids", "infos", "stale")
 
     def __init__(self, worker: Worker, ids: list[str]):
         self.worker = worker
         self.ids = ids
         self.infos: dict[str, tuple] = {}
+        self.stale = False  # the task stopped waiting (it ended, e.g. cancelled)
 
 
 class Raylet:
@@ -68,9 +70,13 @@ class Raylet:
         self.gpu_free = {g: UNIT for g in node["gpu_ids"]}
         self.funcs: dict[str, bytes] = {}
         self.queue: deque[LocalTask] = deque()
+        self.waiting: dict[str, LocalTask] = {}  # every task sent here and not yet done
         self.pulls: dict[str, list] = {}  # oid -> [LocalTask | GetRequest]
         self.obj_waiters: dict[str, list[GetRequest]] = {}
-        ctx = {"rank": self.rank, "host": hosts[self.rank], "node_id": node["node_id"], "session": session,
+        from .resources import store_capacity
+
+        self.capacity = store_capacity(config, self.total.get("memory", 0) // UNIT)
+        ctx = {"store_capacity": self.capacity, "rank": self.rank, "host": hosts[self.rank], "node_id": node["node_id"], "session": session,
                "store_root": self.store.root, "inline_limit": config.inline_limit,
                "log_to_driver": config.log_to_driver}
         cpus = max(1, self.total.get("CPU", 0) // UNIT)
@@ -112,6 +118,7 @@ class Raylet:
                 last_check = now
                 self.pool.reap()
                 self._check_driver()
+                self.t.send(0, (m.HEARTBEAT,))
 
     def _check_driver(self) -> None:
         if self.driver_pid is None:
@@ -128,57 +135,121 @@ class Raylet:
         if func is not None:
             self.funcs[spec.func_id] = func
         task = LocalTask(spec, func, {})
+        self.waiting[spec.task_id] = task
+        lost = []
         for oid, info in deps.items():
             local = self._localize(oid, info, task)
             if local is None:
                 task.missing += 1
+            elif local[0] == "missing":
+                lost.append(oid)
             else:
                 task.deps[oid] = local
-        if task.missing == 0:
+        if lost:
+            self._lost_dependency(task, lost)
+        elif task.missing == 0:
             self.queue.append(task)
 
     def _localize(self, oid: str, info: tuple, waiter: Any) -> tuple | None:
-        """A local ObjInfo for ``info``, or None after starting a pull that will call back."""
+        """A local ObjInfo for ``info``; ("missing",) if its file is gone; or None after
+        starting a pull that will call back."""
         if info[0] != "shm":
             return info
         owner = info[1]
         if owner == self.rank or self.store.exists(oid):
-            return ("path", self.store.path(oid))
-        if self.config.share_host_memory and self.hosts[owner] == self.hosts[self.rank]:
-            return ("path", self.store.path(oid, owner))
-        waiters = self.pulls.get(oid)
-        if waiters is None:
-            self.pulls[oid] = [waiter]
-            self.t.send(owner, (m.PULL, oid, self.rank))
+            path = self.store.path(oid)
+        elif self.config.share_host_memory and self.hosts[owner] == self.hosts[self.rank]:
+            path = self.store.path(oid, owner)
         else:
-            waiters.append(waiter)
-        return None
+            waiters = self.pulls.get(oid)
+            if waiters is None:
+                self.pulls[oid] = [waiter]
+                self.t.send(owner, (m.PULL, oid, self.rank))
+            else:
+                waiters.append(waiter)
+            return None
+        return ("path", path) if os.path.exists(path) else ("missing",)
+
+    def _lost_dependency(self, task: LocalTask, lost: list[str]) -> None:
+        """Some argument's bytes are gone: hand the task back so rank 0 rebuilds them."""
+        if self.waiting.pop(task.spec.task_id, None) is None:
+            return
+        spec = task.spec
+        failure = Failure("lostdep", None, "ObjectLostError", f"arguments {lost} are lost", "",
+                          spec.name, f"rank {self.rank}", lost=tuple(lost))
+        self.t.send(0, (m.DONE, spec.task_id, [], failure))
 
     def on_data(self, src: int, oid: str, nbytes: int) -> None:
+        waiters = self.pulls.pop(oid, [])
+        if nbytes < 0:  # the owner no longer has it
+            for waiter in waiters:
+                if isinstance(waiter, LocalTask):
+                    self._lost_dependency(waiter, [oid])
+                else:
+                    self._resubscribe(waiter, oid)
+            return
         buf = self.t.recv_data(src, nbytes)
         self.store.write_raw(oid, buf)
-        self.t.send(0, ("copied", oid))
+        self.t.send(0, (m.COPIED, oid))
         local = ("path", self.store.path(oid))
-        for waiter in self.pulls.pop(oid, []):
+        for waiter in waiters:
             if isinstance(waiter, LocalTask):
                 waiter.deps[oid] = local
                 waiter.missing -= 1
-                if waiter.missing == 0:
+                if waiter.missing == 0 and waiter.spec.task_id in self.waiting:
                     self.queue.append(waiter)
             else:
                 self._got(waiter, oid, local)
 
     def on_pull(self, src: int, oid: str, requester: int) -> None:
-        view = self.store.read_raw(oid)
+        try:
+            view = self.store.read_raw(oid)
+        except FileNotFoundError:
+            self.t.send(requester, (m.DATA, oid, -1))
+            return
         self.t.send(requester, (m.DATA, oid, view.nbytes))
         self.t.flush()
         self.t.send_data(requester, view)
 
+    def _resubscribe(self, req: "GetRequest", oid: str) -> None:
+        """A worker waits for ``oid`` but its bytes are gone: report it and wait again."""
+        self.t.send(0, (m.LOST, [oid]))
+        self.obj_waiters.setdefault(oid, []).append(req)
+        self.t.send(0, (m.SUBSCRIBE, [oid]))
+
+    def on_cancel(self, src: int, task_id: str, force: bool) -> None:
+        task = self.waiting.get(task_id)
+        if task is None:
+            return  # finished meanwhile
+        w = task.worker
+        if w is None:  # still queued here: it never runs
+            del self.waiting[task_id]
+            try:
+                self.queue.remove(task)
+            except ValueError:
+                pass
+            failure = Failure("cancelled", None, "TaskCancelledError", "cancelled", "",
+                              task.spec.name, f"rank {self.rank}")
+            self.t.send(0, (m.DONE, task_id, [], failure))
+        elif force:
+            w.proc.kill()  # reported through _worker_died; rank 0 knows it was cancelled
+        else:
+            try:
+                os.kill(w.pid, signal.SIGINT)  # KeyboardInterrupt inside the task
+            except ProcessLookupError:
+                pass
+
     def on_objects(self, src: int, items: list) -> None:
         for oid, info in items:
             for req in self.obj_waiters.pop(oid, []):
+                if req.stale:
+                    continue
                 local = self._localize(oid, info, req)
-                if local is not None:
+                if local is None:
+                    continue
+                if local[0] == "missing":
+                    self._resubscribe(req, oid)
+                else:
                     self._got(req, oid, local)
 
     def on_free(self, src: int, oids: list[str]) -> None:
@@ -268,6 +339,10 @@ class Raylet:
         if kind == m.W_DONE:
             task = w.task
             _, task_id, results, failure = msg
+            self.waiting.pop(task_id, None)
+            if w.get_req is not None:
+                w.get_req.stale = True
+                w.get_req = None
             for oid, info, _contained in results:
                 if info[0] == "shm":
                     self.store.note(oid, info[2])
@@ -294,6 +369,7 @@ class Raylet:
 
     def _worker_get(self, w: Worker, ids: list[str]) -> None:
         req = GetRequest(w, list(dict.fromkeys(ids)))
+        w.get_req = req
         if w.task is not None and not w.blocked:
             w.blocked = True
             self._release(w.task, blocked=True)
@@ -303,9 +379,12 @@ class Raylet:
         self.t.send(0, (m.SUBSCRIBE, req.ids))
 
     def _got(self, req: GetRequest, oid: str, local: tuple) -> None:
+        if req.stale:
+            return
         req.infos[oid] = local
         if len(req.infos) == len(req.ids):
             w = req.worker
+            w.get_req = None
             if w.conn.fileno() not in self.pool.workers:
                 return  # the worker died meanwhile
             if w.blocked and w.task is not None:
@@ -324,8 +403,11 @@ class Raylet:
         self.pool.remove(w)
         why = self.pool.exit_description(w)
         task = w.task
+        if w.get_req is not None:
+            w.get_req.stale = True
         if task is None:
             return
+        self.waiting.pop(task.spec.task_id, None)
         if w.blocked:
             self._reacquire_cpu(task)
         self._release(task, blocked=False)

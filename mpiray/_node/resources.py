@@ -84,3 +84,13 @@ def node_resources(config: Any, local_index: int, local_count: int,
     for key, value in (config.resources or {}).items():
         res[key] = to_units(value)
     return {k: v for k, v in res.items() if v}, gpu_ids
+
+
+STORE_FRACTION = 0.3  # of the node's memory, as in Ray
+
+
+def store_capacity(config: Any, node_memory_bytes: int) -> int:
+    """Bytes the node's object store may hold: the setting, else a share of the node's memory."""
+    if config.object_store_memory is not None:
+        return int(config.object_store_memory)
+    return max(64 << 20, int(node_memory_bytes * STORE_FRACTION))

@@ -22,7 +22,12 @@ from .._options import TaskOptions, from_units
 from .._protocol import messages as m
 from .._serialization import Blob, loads
 from .._store.shm import Store
-from .._values import IdGen, decode, encode, make_spec, resolve_arguments, task_failure
+from .._protocol.messages import Failure
+from .._values import IdGen, decode, encode, make_spec, resolve_arguments, task_failure, where
+
+
+class _Abandon(Exception):
+    """The task cannot start here (its failure is already set)."""
 
 
 class PrefixedStream:
@@ -72,10 +77,12 @@ class WorkerRuntime:
         self.ids = IdGen(f"{ctx['session'][:6]}w{self.rank}x{os.getpid():x}")
         self.store = Store(ctx["session"], self.rank, os.path.dirname(ctx["store_root"]))
         self.inline_limit = ctx["inline_limit"]
+        self.capacity = ctx["store_capacity"]
         self.exported: set[str] = set()
         self.task: m.TaskSpec | None = None
         self.gpu_ids: tuple = ()
         self.funcs: dict[str, Any] = {}
+        self.running = False  # inside the user's function (SIGINT interrupts only then)
 
     # -- messages ----------------------------------------------------------
     def send(self, msg: tuple) -> None:
@@ -89,6 +96,7 @@ class WorkerRuntime:
                options: TaskOptions) -> list[ObjectRef]:
         spec = make_spec(self.ids.task(), name, func_id, args, kwargs, options, self.inline_limit,
                          self._store_args)
+        spec.parent = self.task.task_id if self.task is not None else None
         first = func_id not in self.exported
         self.exported.add(func_id)
         self.send((m.W_SUBMIT, spec, func_bytes if first else None))
@@ -112,7 +120,7 @@ class WorkerRuntime:
         if isinstance(value, ObjectRef):
             raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself instead")
         oid = self.ids.put()
-        info, contained = encode(oid, value, self.inline_limit, self.store, self.rank)
+        info, contained = encode(oid, value, self.inline_limit, self.store, self.rank, self.capacity)
         self.send((m.W_PUT, oid, info, contained))
         ref = ObjectRef(oid, None)
         self.tracker.add(oid, announce=False)
@@ -135,6 +143,9 @@ class WorkerRuntime:
         self._fetch([r.id for r in refs[:num_returns]])
         return list(refs[:num_returns]), list(refs[num_returns:])
 
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+        raise NotImplementedError("mpiray.cancel() is available on the driver only")
+
     def context(self) -> dict:
         spec = self.task
         return {"rank": self.rank, "host": self.ctx["host"], "node_id": self.ctx["node_id"],
@@ -151,19 +162,42 @@ class WorkerRuntime:
         pass
 
     # -- running tasks -----------------------------------------------------
+    def _function(self, spec: m.TaskSpec, func_bytes: bytes | None) -> Any:
+        if func_bytes is not None:
+            try:
+                self.funcs[spec.func_id] = loads(func_bytes, [], None)
+            except Exception as exc:
+                raise RuntimeError(
+                    f"could not load remote function {spec.name} on {where(self.rank)}: "
+                    f"{type(exc).__name__}: {exc}. Make sure the module that defines it is "
+                    "importable on every node (same environment, PYTHONPATH), or define the "
+                    "function in the script itself.") from None
+        return self.funcs[spec.func_id]
+
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        """Cancellation: interrupt the running task, never the worker's own loop."""
+        if self.running:
+            raise KeyboardInterrupt(f"task {self.task.name if self.task else ''} was cancelled")
+
     def run(self, spec: m.TaskSpec, func_bytes: bytes | None, deps: dict, gpus: tuple,
             out: PrefixedStream, err: PrefixedStream) -> None:
         self.task, self.gpu_ids = spec, gpus
         out.set_task(spec.name)
         err.set_task(spec.name)
         results, failure = [], None
+        self.running = True
         try:
-            if func_bytes is not None:
-                self.funcs[spec.func_id] = loads(func_bytes, [], None)
-            func = self.funcs[spec.func_id]
-            values = {}
+            func = self._function(spec, func_bytes)
+            values, lost = {}, []
             for oid, info in deps.items():
-                values[oid] = decode(oid, info, None, self.store)
+                try:
+                    values[oid] = decode(oid, info, None, self.store)
+                except FileNotFoundError:
+                    lost.append(oid)
+            if lost:
+                failure = Failure("lostdep", None, "ObjectLostError", f"arguments {lost} are lost", "",
+                                  spec.name, where(self.rank), lost=tuple(lost))
+                raise _Abandon
             if spec.args_ref is not None:
                 args, kwargs = values.pop(spec.args_ref)
             elif spec.args is not None:
@@ -172,6 +206,7 @@ class WorkerRuntime:
                 args, kwargs = (), {}
             args, kwargs = resolve_arguments(args, kwargs, values, spec.resolve_nested_refs)
             value = func(*args, **kwargs)
+            self.running = False
             n = len(spec.return_ids)
             if n == 1:
                 outputs = [value]
@@ -181,14 +216,22 @@ class WorkerRuntime:
                     raise ValueError(f"task {spec.name} has num_returns={n} but returned "
                                      f"{type(value).__name__} {'of length ' + str(len(outputs)) if outputs else ''}".strip())
             for oid, v in zip(spec.return_ids, outputs):
-                info, contained = encode(oid, v, self.inline_limit, self.store, self.rank)
+                try:
+                    info, contained = encode(oid, v, self.inline_limit, self.store, self.rank, self.capacity)
+                except TypeError as exc:
+                    raise TypeError(f"task {spec.name} returned a value that cannot be serialized: "
+                                    f"{exc}") from None
                 results.append((oid, info, contained))
+        except _Abandon:
+            pass
         except BaseException as exc:  # noqa: BLE001 - the task's error goes to the caller
+            self.running = False
             for oid, _info, _c in results:
                 self.store.delete(oid)
             results = []
             failure = task_failure(exc, spec.name, self.rank, spec.retry_exceptions)
         finally:
+            self.running = False
             out.set_task(None)
             err.set_task(None)
             self.task = None
@@ -212,7 +255,11 @@ def main(fd: int) -> None:
     out, err = PrefixedStream(sys.stdout, ctx), PrefixedStream(sys.stderr, ctx)
     if ctx.get("log_to_driver", True):
         sys.stdout, sys.stderr = out, err
-    conn.send((m.W_READY, os.getpid()))
+    signal.signal(signal.SIGINT, rt.on_sigint)
+    try:
+        conn.send((m.W_READY, os.getpid()))
+    except OSError:
+        return  # the raylet stopped before this worker was up
     while True:
         try:
             msg = conn.recv()

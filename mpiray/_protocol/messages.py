@@ -35,6 +35,9 @@ REFS = "refs"              # ([(object_id, +1 | -1)],)
 BLOCKED = "blocked"        # (task_id,)
 UNBLOCKED = "unblocked"    # (task_id,)
 BYE = "bye"                # ()
+LOST = "lost"              # ([object_id],) these stored objects are gone: rebuild or fail them
+HEARTBEAT = "hb"           # () sent every second, so rank 0 notices a silent rank
+COPIED = "copied"          # (object_id,) this rank now holds a copy
 
 # either way, between any two ranks
 DATA = "data"              # (object_id, nbytes) bytes follow on the data tag
@@ -71,13 +74,15 @@ class TaskSpec:
     strategy: Any = "DEFAULT"
     arg_refs: tuple = ()       # every ref carried by the args (kept alive while pending)
     attempt: int = 0
+    parent: str | None = None  # the task that submitted this one (for recursive cancel)
 
 
 @dataclasses.dataclass(slots=True)
 class Failure:
     """Why a task failed: the pickled exception (if it pickles) and the remote traceback."""
 
-    kind: str                  # "error" (task raised) | "crash" (worker died) | "cancelled" | "system"
+    kind: str                  # "error" (task raised) | "crash" (worker died) | "cancelled" | "lost"
+                               # | "lostdep" (an argument's bytes are gone: rebuild, run again) | "system"
     exc_blob: Any              # Blob of the exception, or None
     type_name: str
     message: str
@@ -85,3 +90,4 @@ class Failure:
     function: str
     where: str                 # "rank 1 on host x, pid 123"
     retryable: bool = False    # set by the raylet for crashes and by retry_exceptions
+    lost: tuple = ()           # for "lostdep": the object ids that were missing

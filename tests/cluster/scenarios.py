@@ -7,9 +7,7 @@ its own waits with ``get(timeout=...)``, so one broken scenario cannot hang
 the others.
 """
 
-import json
 import os
-import sys
 import time
 import traceback
 
@@ -292,19 +290,7 @@ def scenario_declared_gpus_are_assigned():
         assert env == ",".join(str(i) for i in ids) and len(ids) == 1, out
 
 
-def main():
-    ray.init(**json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})
-    names = sys.argv[2].split(",") if len(sys.argv) > 2 else [n for n in globals() if n.startswith("scenario_")]
-    for name in names:
-        t0 = time.monotonic()
-        try:
-            globals()[name]()
-            print(f"RESULT {name} ok {time.monotonic() - t0:.2f}", flush=True)
-        except BaseException as e:  # noqa: BLE001 - reported to pytest
-            reason = "".join(traceback.format_exception(e)).replace("\n", " | ")
-            print(f"RESULT {name} FAIL {reason}", flush=True)
-    ray.shutdown()
-
-
 if __name__ == "__main__":
-    main()
+    from _runner import run_scenarios
+
+    run_scenarios(globals())

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run, mpiexec
+from conftest import check_scenario, mpiexec, run, scenario_names, scenario_results
 
 SCRIPT = str(Path(__file__).with_name("scenarios.py"))
-NAMES = re.findall(r"^def (scenario_\w+)", Path(SCRIPT).read_text(), re.M)
+NAMES = scenario_names(SCRIPT)
 
 MODES = {
     # mpiexec -n 3: rank 0 drives, two raylets with 2 CPUs and one declared GPU each
@@ -27,20 +27,12 @@ MODES = {
 @pytest.fixture(scope="module", params=sorted(MODES))
 def cluster_run(request):
     result = run(MODES[request.param](), timeout=150)
-    results = {}
-    for line in result.stdout.splitlines():
-        if line.startswith("RESULT "):
-            _, name, status, *rest = line.split(" ", 3)
-            results[name] = (status, rest[0] if rest else "")
-    return request.param, result, results
+    return request.param, result, scenario_results(result.stdout)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_scenario(cluster_run, name):
-    mode, result, results = cluster_run
-    assert name in results, f"[{mode}] scenario {name} did not report (rc={result.returncode})\n{result!r}"
-    status, detail = results[name]
-    assert status == "ok", f"[{mode}] {name}: {detail.replace(' | ', chr(10))}"
+    check_scenario(*cluster_run, name)
 
 
 def test_run_exits_zero_and_leaves_nothing(cluster_run):

@@ -1,0 +1,34 @@
+"""A raylet rank that dies ends the whole job quickly, with a message and no leftovers."""
+
+import socket
+from pathlib import Path
+
+from conftest import run_mpi, run_python
+
+APP = str(Path(__file__).with_name("apps") / "kill_raylet.py")
+
+
+def check(result):
+    assert "KILLING" in result.stdout, result
+    assert "UNREACHABLE" not in result.stdout
+    assert result.returncode != 0, result
+    assert result.elapsed < 30, f"the job took {result.elapsed:.1f}s to end"
+    assert result.leftovers(wait=10) == [], "processes of the job survived"
+
+
+def test_killed_raylet_ends_mpiexec_job():
+    result = run_mpi(APP, 3, timeout=60)
+    check(result)
+    text = result.stdout + result.stderr
+    # MPICH's mpiexec ends the job itself at once and names the host; under launchers that
+    # leave it to mpiray, rank 0 names the rank and host (Service._check_ranks)
+    host = socket.gethostname()
+    assert (f"rank 2 (host {host}" in text and "died" in text) or (
+        "BAD TERMINATION" in text and f"RUNNING AT {host}" in text), result
+
+
+def test_killed_raylet_ends_embedded_job():
+    # the process manager MPICH starts for the embedded cluster kills the whole job at once
+    # (SIGKILL, no message of its own); the guarantee tested here is: no hang, no survivor
+    result = run_python(APP, timeout=60)
+    check(result)
