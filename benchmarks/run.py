@@ -100,7 +100,12 @@ def metadata() -> dict:
             model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    if sha:
+        dirty = subprocess.run(["git", "-C", HERE, "status", "--porcelain", "--", "../mpiray"],
+                               capture_output=True, text=True).stdout.strip()
+        sha += "+dirty" if dirty else ""
     return {"host": socket.gethostname(), "cpus": os.cpu_count(), "cpu_model": model,
+            "loadavg_1min": os.getloadavg()[0],
             "python": platform.python_version(), "git_sha": sha,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
@@ -205,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
     print(f"{meta['date']}  {meta['host']}  {meta['cpus']} CPUs  {meta['cpu_model']}  "
-          f"git {meta['git_sha']}" + ("  (--quick)" if args.quick else ""))
+          f"git {meta['git_sha']}  load {meta['loadavg_1min']:.2f}" + ("  (--quick)" if args.quick else ""))
     print(table(rows, systems))
     for n in notes:
         print("note: " + n)
