@@ -62,6 +62,8 @@ class Config:
     share_host_memory: bool = dataclasses.field(default=True, metadata={"env": "MPIRAY_SHARE_HOST_MEMORY", "kind": "bool"})
     pipeline: float = dataclasses.field(default=2.0, metadata={"env": "MPIRAY_PIPELINE", "kind": "number", "min": 1})
     store_root: str | None = dataclasses.field(default=None, metadata={"env": "MPIRAY_STORE_ROOT", "kind": "str"})
+    spill_dir: str | None = dataclasses.field(default=None, metadata={"env": "MPIRAY_SPILL_DIR", "kind": "str"})
+    staging_bytes: int = dataclasses.field(default=64 << 20, metadata={"env": "MPIRAY_STAGING_BYTES", "kind": "int", "min": 1 << 16})
     heartbeat_timeout: float = dataclasses.field(default=20.0, metadata={"env": "MPIRAY_HEARTBEAT_TIMEOUT", "kind": "number", "min": 1})
     log_to_driver: bool = dataclasses.field(default=True, metadata={"env": "MPIRAY_LOG_TO_DRIVER", "kind": "bool"})
 

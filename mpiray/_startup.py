@@ -20,6 +20,8 @@ from typing import Any
 from ._comm import mpi
 from ._config import Config
 
+STAGING_SLOTS = 8  # chunks in flight per rank (see _store/transfer.py)
+
 
 def start_driver(config: Config, init_args: dict) -> Any:
     """Start (or join) the cluster; returns the driver runtime on rank 0, never returns elsewhere."""
@@ -37,6 +39,7 @@ def start_driver(config: Config, init_args: dict) -> Any:
                      "driver_pid": os.getpid() if spawned else None})
     hosts = transport.allgather(transport.host)
     nodes = transport.gather(None)[1:]
+    transport.open_stage(config.staging_bytes, STAGING_SLOTS)
     return DriverRuntime(transport, config, session, hosts, nodes, spawned)
 
 
@@ -59,9 +62,11 @@ def run_raylet(transport: Any) -> None:
     node = {"rank": me, "node_id": f"{session[:8]}-n{me}", "host": hosts[me], "pid": os.getpid(),
             "resources": resources, "gpu_ids": gpu_ids}
     transport.gather(node)
+    transport.open_stage(config.staging_bytes, STAGING_SLOTS)
     raylet = Raylet(transport, config, session, hosts, node, hello["driver_pid"])
     try:
         raylet.serve()
+        transport.close_stage()  # collective with rank 0, after every rank said bye
     finally:
         raylet.pool.shutdown(timeout=1.0)
         transport.close()

@@ -147,7 +147,7 @@ def decode(object_id: str, info: tuple, tracker: RefTracker | None, store: shm.S
         blob = info[1]
         return loads(blob.data, blob.buffers, tracker)
     if kind == "path":
-        data, bufs = shm.parse(_map(info[1]))
+        data, bufs = shm.parse(shm.map_file(info[1]))
         return loads(data, bufs, tracker)
     if kind == "shm":
         assert store is not None
@@ -155,14 +155,6 @@ def decode(object_id: str, info: tuple, tracker: RefTracker | None, store: shm.S
     if kind == "err":
         raise rebuild_error(info[1])
     raise ValueError(f"unknown object info {kind!r}")
-
-
-def _map(path: str) -> memoryview:
-    import mmap
-
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        return memoryview(mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) if size else b"")
 
 
 # -- errors ------------------------------------------------------------------

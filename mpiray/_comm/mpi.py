@@ -7,11 +7,12 @@
     Transport.flush() ──────┴─ one isend per ──┘  (improbe + mrecv, non-blocking)
                                destination per
                                flush: a batch
-    Transport.send_data / recv_data: bulk bytes of pulled objects on DATA_TAG
+    Transport.get_from: bulk bytes, one-sided Get from a peer's staging window
+                        (see _store/transfer.py for the pull protocol)
 
 Control messages are batched: ``send`` only queues; ``flush`` sends each
 destination's queue as one pickled list.  Nothing here blocks except the
-start-up collectives and ``recv_data`` for bytes already announced.  MPI is
+start-up collectives (and closing the staging windows).  MPI is
 initialised on first use of this module's functions, never at import.
 """
 
@@ -25,7 +26,6 @@ from collections import defaultdict
 from typing import Any
 
 CTRL_TAG = 11
-DATA_TAG = 12
 
 
 def _mpi():
@@ -60,7 +60,9 @@ class Transport:
         self.host = socket.gethostname()
         self._out: dict[int, list] = defaultdict(list)
         self._reqs: list = []
-        self._data_reqs: list = []
+        self._win: Any = None
+        self.stage: Any = None
+        self.nslots = self.slot_size = 0
 
     # -- start-up (collective) ---------------------------------------------
     def bcast(self, obj: Any) -> Any:
@@ -89,8 +91,6 @@ class Transport:
                 self._reqs.append(self.comm.isend(msgs, dest=dest, tag=CTRL_TAG))
         if self._reqs:
             self._reqs = [r for r in self._reqs if not r.Test()]
-        if self._data_reqs:
-            self._data_reqs = [(r, b) for r, b in self._data_reqs if not r.Test()]
 
     def poll(self) -> list[tuple[int, list]]:
         """Every control batch that has arrived, as (source, [msg, ...]); never blocks."""
@@ -103,24 +103,29 @@ class Transport:
                 return got
             got.append((status.Get_source(), m.recv()))
 
-    # -- bulk data ---------------------------------------------------------
-    def send_data(self, dest: int, buf: Any) -> None:
-        """Start sending ``buf`` (kept alive until done); announce it with a control message."""
+    # -- bulk data: one staging window per rank, made once --------------------
+    def open_stage(self, nbytes: int, nslots: int) -> None:
+        """Collective: every rank allocates its staging window and locks all targets once."""
         MPI = _mpi()
-        view = memoryview(buf).cast("B")
-        self._data_reqs.append((self.comm.Isend([view, MPI.BYTE], dest=dest, tag=DATA_TAG), view))
+        self.nslots = nslots
+        self.slot_size = nbytes // nslots
+        self._win = MPI.Win.Allocate(self.slot_size * nslots, comm=self.comm)
+        self._win.Lock_all()
+        self.stage = self._win.tomemory().cast("B")
 
-    def recv_data(self, source: int, nbytes: int) -> bytearray:
+    def get_from(self, rank: int, offset: int, dest: Any) -> None:
+        """Copy ``len(dest)`` bytes at ``offset`` of ``rank``'s staging window into ``dest``."""
         MPI = _mpi()
-        buf = bytearray(nbytes)
-        req = self.comm.Irecv([buf, MPI.BYTE], source=source, tag=DATA_TAG)
-        import time
+        self._win.Get([dest, MPI.BYTE], rank, (offset, len(dest), MPI.BYTE))
+        self._win.Flush(rank)
 
-        delay = 0.0
-        while not req.Test():
-            time.sleep(delay)
-            delay = min(0.001, delay * 2 or 1e-6)
-        return buf
+    def close_stage(self) -> None:
+        """Collective: free the staging windows."""
+        win, self._win = self._win, None
+        if win is not None:
+            self.stage = None
+            win.Unlock_all()
+            win.Free()
 
     # -- teardown ----------------------------------------------------------
     def drain_sends(self, timeout: float = 5.0) -> None:
@@ -128,7 +133,7 @@ class Transport:
 
         self.flush()
         end = time.monotonic() + timeout
-        while (self._reqs or self._data_reqs) and time.monotonic() < end:
+        while self._reqs and time.monotonic() < end:
             time.sleep(0.0005)
             self.flush()
 

@@ -17,7 +17,7 @@ from .. import exceptions as exc_mod
 from .._objref import ObjectRef, RefTracker
 from .._options import TaskOptions, from_units
 from .._protocol import messages as m
-from .._store.shm import Store
+from .._store.shm import Store, check_shared_memory, register_spill_root
 from .._values import IdGen, decode, encode, make_spec
 from .gcs import GCS, PENDING, lost_failure
 from .service import Service
@@ -42,9 +42,11 @@ class DriverRuntime:
         self.ids = IdGen(f"{session[:6]}d")
         from .._node.resources import detect, store_capacity
 
-        self.capacity = store_capacity(config, detect()["memory"])
-        self.store = Store(session, 0, config.store_root)
+        self.store = Store(session, 0, config.store_root, config.spill_dir)
         self.store.create()
+        register_spill_root(self.store)
+        self.capacity = self.store.capacity = check_shared_memory(
+            self.store.root, store_capacity(config, detect()["memory"]))
         self.gcs = GCS(pipeline=config.pipeline)
         for info in nodes:
             self.gcs.add_node(info["rank"], info)
@@ -246,6 +248,8 @@ class DriverRuntime:
         ranks = list(range(1, self.transport.size))
         missing = self.service.shutdown(ranks, timeout=15.0)
         self.store.destroy()
+        if not missing:
+            self.transport.close_stage()  # collective: every raylet frees its window too
         self.transport.close()
         if missing:
             raise exc_mod.RaySystemError(f"ranks {missing} did not confirm shutdown in time")

@@ -10,15 +10,36 @@ rank 0) without hoarding what other nodes could run.
 Placement (``place``):
   * hard node affinity: that node or nothing;
   * soft affinity, then locality: the preferred node if it has room;
+  * a strict pass over nodes with free capacity, then a pipelined pass over
+    nodes whose load may grow up to ``pipeline`` x capacity, each picking
   * SPREAD: the node with the fewest tasks in flight;
   * DEFAULT: the least loaded node that has room.
 A request no node could hold even when idle raises ``InfeasibleResourceError``.
 Tasks that fit somewhere but not now wait in per-shape FIFO queues, so a
 release costs one look at each distinct shape, not a scan of every task.
+
+The index that keeps placement O(1) amortized on large clusters::
+
+    demand ──key──► _Shape (cached per distinct demand; dropped when a node joins or leaves)
+                      ├─ nodes: the live nodes that could ever hold it  (empty: infeasible)
+                      ├─ free:  candidates that may have room within capacity   (strict pass)
+                      └─ open:  candidates that may have room within the pipeline limit
+    release / block ──► the node rejoins free and open of every shape it belongs to
+    place ──► pick from free, else open; a candidate found without room leaves that set
+
+Room only appears when a load goes down, so each set always holds every node
+that has room (and maybe some that do not: they are dropped when looked at).
+A pass scans its whole set exactly (deterministic: least loaded, ties rotate)
+on clusters of up to ``EXACT_NODES`` nodes or when few candidates are left;
+otherwise it takes the best of ``SAMPLES`` random candidates with room
+("power of k choices", as Ray's hybrid policy), so SPREAD and DEFAULT balance
+load approximately.  Either way a pipelined placement happens only when no
+node has free capacity for the request.
 """
 
 from __future__ import annotations
 
+import random
 from collections import OrderedDict, deque
 from typing import Any, Iterable
 
@@ -26,12 +47,19 @@ from .._options import NodeAffinity, from_units
 from ..exceptions import InfeasibleResourceError
 
 TASK_SLOTS = "_tasks"  # pseudo-resource: tasks in flight per node (bounds zero-CPU tasks too)
+EXACT_NODES = 64  # clusters up to this size: every pass is an exact scan
+EXACT_CANDIDATES = 8  # this few candidates left: an exact scan on any cluster
+SAMPLES = 4  # otherwise: the best of this many random candidates with room
+MAX_SHAPES = 1024  # distinct demands indexed at once; more: the index starts over
+LIST_NODES = 16  # an infeasibility message lists nodes one by one up to this many
 
 
 class NodeState:
-    __slots__ = ("rank", "node_id", "total", "load", "ntasks", "alive", "limit")
+    __slots__ = ("rank", "node_id", "total", "load", "ntasks", "alive", "limit", "slots", "index",
+                 "shapes")
 
-    def __init__(self, rank: int, node_id: str, total: dict[str, int], pipeline: float):
+    def __init__(self, rank: int, node_id: str, total: dict[str, int], pipeline: float,
+                 index: int = 0):
         self.rank = rank
         self.node_id = node_id
         self.total = dict(total)
@@ -40,19 +68,24 @@ class NodeState:
         self.alive = True
         self.limit = {k: int(v * pipeline) for k, v in total.items()}
         cpus = total.get("CPU", 0) // 10_000
-        self.limit[TASK_SLOTS] = max(4, int((cpus or 1) * pipeline * 2))
+        self.slots = self.limit[TASK_SLOTS] = max(4, int((cpus or 1) * pipeline * 2))
+        self.index = index  # position in the scheduler's node table: the rotating tie-break
+        self.shapes: list[_Shape] = []  # indexed demands this node could hold
 
     def fits_ever(self, demand: dict[str, int]) -> bool:
         return all(self.total.get(k, 0) >= v for k, v in demand.items())
 
     def has_room(self, demand: dict[str, int], strict: bool = False) -> bool:
         """Room now: within capacity (``strict``) or within the pipelined limit."""
-        if self.ntasks >= self.limit[TASK_SLOTS]:
+        return self.room(demand.items(), strict)
+
+    def room(self, items: Iterable[tuple[str, int]], strict: bool) -> bool:
+        if self.ntasks >= self.slots:
             return False
         load, cap = self.load, (self.total if strict else self.limit)
-        for k, v in demand.items():
+        for k, v in items:
             used = load.get(k, 0)
-            if used + v > cap.get(k, 0) and used > 0:
+            if used > 0 and used + v > cap.get(k, 0):
                 return False
         return True
 
@@ -60,47 +93,145 @@ class NodeState:
         cpu = self.total.get("CPU", 0)
         if cpu:
             return self.load.get("CPU", 0) / cpu + self.ntasks * 1e-6
-        return self.ntasks / self.limit[TASK_SLOTS]
+        return self.ntasks / self.slots
+
+
+class _Candidates:
+    """Nodes that may have room: O(1) add, remove and uniform random pick."""
+
+    __slots__ = ("items", "pos")
+
+    def __init__(self, nodes: list[NodeState]):
+        self.items = list(nodes)
+        self.pos = {node: i for i, node in enumerate(self.items)}
+
+    def add(self, node: NodeState) -> None:
+        if node not in self.pos:
+            self.pos[node] = len(self.items)
+            self.items.append(node)
+
+    def remove(self, node: NodeState) -> None:
+        i = self.pos.pop(node)
+        last = self.items.pop()
+        if last is not node:
+            self.items[i] = last
+            self.pos[last] = i
+
+
+class _Shape:
+    """One distinct demand: the nodes that could ever hold it and those that may now."""
+
+    __slots__ = ("items", "nodes", "free", "open", "error")
+
+    def __init__(self, items: tuple[tuple[str, int], ...], nodes: list[NodeState]):
+        self.items = items
+        self.nodes = nodes
+        self.free = _Candidates(nodes)
+        self.open = _Candidates(nodes)
+        self.error: str | None = None
 
 
 def describe(resources: dict[str, int]) -> str:
     return "{" + ", ".join(f"{k}: {from_units(v)}" for k, v in sorted(resources.items())) + "}"
 
 
+def infeasible_message(demand: dict[str, int], nodes: list[NodeState]) -> str:
+    """Why no node can run ``demand``: the request and what the nodes have."""
+    if len(nodes) <= LIST_NODES:
+        have = "; ".join(f"rank {n.rank}: {describe(n.total)}" for n in nodes) or "no nodes"
+    else:  # a large cluster: one line per kind of node, and the most any node has
+        kinds: dict[str, list[int]] = {}
+        most: dict[str, int] = {}
+        for n in nodes:
+            kinds.setdefault(describe(n.total), []).append(n.rank)
+            for k, v in n.total.items():
+                most[k] = max(most.get(k, 0), v)
+        ordered = sorted(kinds.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
+        parts = [f"{len(ranks)} x {desc} (rank{'s' if len(ranks) > 1 else ''} "
+                 f"{', '.join(map(str, ranks[:3]))}{', ...' if len(ranks) > 3 else ''})"
+                 for desc, ranks in ordered[:LIST_NODES]]
+        if len(ordered) > LIST_NODES:
+            parts.append(f"{len(ordered) - LIST_NODES} more kinds")
+        have = (f"{len(nodes)} nodes, at most {describe(most)} on any one: "
+                + "; ".join(parts))
+    return (f"no node can ever run a task that needs {describe(demand)}; the nodes have: {have}. "
+            "Ask for less, or start the job with more resources per node "
+            "(init(num_cpus=..., num_gpus=..., resources=...) or MPIRAY_* settings).")
+
+
 class GlobalScheduler:
-    def __init__(self, pipeline: float = 2.0):
+    def __init__(self, pipeline: float = 2.0, seed: int = 0):
         self.pipeline = pipeline
         self.nodes: dict[int, NodeState] = {}
         self.by_id: dict[str, int] = {}
         self.queues: OrderedDict[Any, deque] = OrderedDict()
         self._rr = 0
+        self._shapes: dict[tuple, _Shape] = {}
+        self._random = random.Random(seed).random
 
     # -- nodes -------------------------------------------------------------
     def add_node(self, rank: int, node_id: str, total: dict[str, int]) -> None:
-        self.nodes[rank] = NodeState(rank, node_id, total, self.pipeline)
+        self._forget_shapes()
+        old = self.nodes.get(rank)
+        index = old.index if old is not None else len(self.nodes)
+        self.nodes[rank] = NodeState(rank, node_id, total, self.pipeline, index)
         self.by_id[node_id] = rank
 
     def remove_node(self, rank: int) -> None:
         node = self.nodes.get(rank)
         if node is not None:
             node.alive = False
+            self._forget_shapes()
+
+    # -- the shape index -----------------------------------------------------
+    def _forget_shapes(self) -> None:
+        if self._shapes:
+            for node in self.nodes.values():
+                node.shapes.clear()
+            self._shapes.clear()
+
+    def _shape(self, demand: dict[str, int]) -> _Shape:
+        key = tuple(demand.items())
+        shape = self._shapes.get(key)
+        if shape is None:
+            if len(self._shapes) >= MAX_SHAPES:
+                self._forget_shapes()
+            nodes = [n for n in self.nodes.values() if n.alive and n.fits_ever(demand)]
+            shape = self._shapes[key] = _Shape(key, nodes)
+            for n in nodes:
+                n.shapes.append(shape)
+        return shape
+
+    @staticmethod
+    def _reopen(node: NodeState) -> None:
+        """Load went down: the node may have room again for any shape it can hold."""
+        for shape in node.shapes:
+            for cands in (shape.free, shape.open):
+                pos = cands.pos
+                if node not in pos:
+                    pos[node] = len(cands.items)
+                    cands.items.append(node)
 
     # -- feasibility and placement ----------------------------------------
     def check_feasible(self, demand: dict[str, int], strategy: Any) -> None:
-        nodes = [n for n in self.nodes.values() if n.alive]
         if isinstance(strategy, NodeAffinity) and not strategy.soft:
             rank = self.by_id.get(strategy.node_id)
             if rank is None or not self.nodes[rank].alive:
                 raise InfeasibleResourceError(
                     f"node affinity: no live node has id {strategy.node_id!r}; "
                     f"known nodes: {sorted(self.by_id)}")
-            nodes = [self.nodes[rank]]
-        if not any(n.fits_ever(demand) for n in nodes):
-            have = "; ".join(f"rank {n.rank}: {describe(n.total)}" for n in nodes) or "no nodes"
-            raise InfeasibleResourceError(
-                f"no node can ever run a task that needs {describe(demand)}; the nodes have: {have}. "
-                "Ask for less, or start the job with more resources per node "
-                "(init(num_cpus=..., num_gpus=..., resources=...) or MPIRAY_* settings).")
+            node = self.nodes[rank]
+            if not node.fits_ever(demand):
+                raise InfeasibleResourceError(infeasible_message(demand, [node]))
+            return
+        shape = self._shape(demand)
+        if not shape.nodes:
+            self._raise_infeasible(demand, shape)
+
+    def _raise_infeasible(self, demand: dict[str, int], shape: _Shape) -> None:
+        if shape.error is None:  # cached until a node joins or leaves
+            shape.error = infeasible_message(demand, [n for n in self.nodes.values() if n.alive])
+        raise InfeasibleResourceError(shape.error)
 
     def place(self, demand: dict[str, int], strategy: Any = "DEFAULT",
               preferred: Iterable[int] = ()) -> int | None:
@@ -119,39 +250,70 @@ class GlobalScheduler:
             node = self.nodes.get(rank)
             if node is not None and node.alive and node.fits_ever(demand) and node.has_room(demand):
                 return rank
+        shape = self._shapes.get(tuple(demand.items())) or self._shape(demand)
+        spread = strategy == "SPREAD"
         # first pass: a node with free capacity; second: a node whose queue may grow
-        for strict in (True, False):
-            best, best_key = None, None
-            n = len(self.nodes)
-            self._rr += 1
-            for i, node in enumerate(self.nodes.values()):
-                if not node.alive or not node.fits_ever(demand) or not node.has_room(demand, strict):
-                    continue
-                if strategy == "SPREAD":
-                    key = (node.ntasks, (i - self._rr) % n)
-                else:
-                    key = (node.utilization(), (i - self._rr) % n)
-                if best_key is None or key < best_key:
-                    best, best_key = node.rank, key
-            if best is not None:
-                return best
-        self.check_feasible(demand, strategy)
-        return None
+        rank = self._pick(shape.free, shape.items, True, spread)
+        if rank is None:
+            rank = self._pick(shape.open, shape.items, False, spread)
+            if rank is None and not shape.nodes:
+                self._raise_infeasible(demand, shape)
+        return rank
+
+    def _pick(self, cands: _Candidates, items: tuple, strict: bool, spread: bool) -> int | None:
+        self._rr += 1
+        pool = cands.items
+        if not pool:
+            return None
+        if len(pool) <= EXACT_CANDIDATES or len(self.nodes) <= EXACT_NODES:
+            return self._scan(cands, items, strict, spread)
+        rand = self._random
+        best, best_key, tries = None, 0.0, SAMPLES
+        while pool:
+            node = pool[int(rand() * len(pool))]
+            if not node.room(items, strict):
+                cands.remove(node)
+                continue
+            key = node.ntasks if spread else node.utilization()
+            if best is None or key < best_key:
+                best, best_key = node, key
+            tries -= 1
+            if not tries or not key:
+                break
+        return None if best is None else best.rank
+
+    def _scan(self, cands: _Candidates, items: tuple, strict: bool, spread: bool) -> int | None:
+        """Exact: the least loaded candidate with room, ties broken by a rotating index."""
+        n, rr = len(self.nodes), self._rr
+        best, best_key, full = None, None, []
+        for node in cands.items:
+            if not node.room(items, strict):
+                full.append(node)
+                continue
+            key = (node.ntasks if spread else node.utilization(), (node.index - rr) % n)
+            if best_key is None or key < best_key:
+                best, best_key = node, key
+        for node in full:
+            cands.remove(node)
+        return None if best is None else best.rank
 
     # -- load accounting ---------------------------------------------------
     def acquire(self, rank: int, demand: dict[str, int]) -> None:
         node = self.nodes[rank]
         node.ntasks += 1
+        load = node.load
         for k, v in demand.items():
-            node.load[k] = node.load.get(k, 0) + v
+            load[k] = load.get(k, 0) + v
 
     def release(self, rank: int, demand: dict[str, int]) -> None:
         node = self.nodes.get(rank)
         if node is None:
             return
         node.ntasks -= 1
+        load = node.load
         for k, v in demand.items():
-            node.load[k] = node.load.get(k, 0) - v
+            load[k] = load.get(k, 0) - v
+        self._reopen(node)
 
     def block(self, rank: int, demand: dict[str, int]) -> None:
         """A task blocked in get(): its CPUs are free for others until it resumes."""
@@ -161,6 +323,7 @@ class GlobalScheduler:
             node.ntasks -= 1
             if cpu:
                 node.load["CPU"] = node.load.get("CPU", 0) - cpu
+            self._reopen(node)
 
     def unblock(self, rank: int, demand: dict[str, int]) -> None:
         cpu = demand.get("CPU", 0)
@@ -201,3 +364,20 @@ class GlobalScheduler:
                 for k, v in node.total.items():
                     out[k] = out.get(k, 0) + v
         return out
+
+    # -- invariants (tests) ------------------------------------------------
+    def validate(self) -> None:
+        """Every node with room for an indexed demand is among that demand's candidates."""
+        for key, shape in self._shapes.items():
+            demand = dict(key)
+            expect = [n for n in self.nodes.values() if n.alive and n.fits_ever(demand)]
+            assert shape.nodes == expect, (key, [n.rank for n in shape.nodes])
+            for cands in (shape.free, shape.open):
+                assert len(cands.items) == len(cands.pos)
+                assert all(cands.items[i] is n for n, i in cands.pos.items())
+            for n in shape.nodes:
+                assert shape in n.shapes, (key, n.rank)
+                if n.room(key, True):
+                    assert n in shape.free.pos, (key, n.rank, "has free capacity")
+                if n.room(key, False):
+                    assert n in shape.open.pos, (key, n.rank, "has pipelined room")

@@ -25,7 +25,10 @@ from typing import Any
 
 from .._backoff import Backoff, tighten_timer_slack
 from .._protocol import messages as m
+from .._store.transfer import Transfers
 from .gcs import GCS
+
+_TRANSFER = (m.PULL, m.DATA, m.CHUNK, m.SLOT_FREE)
 
 
 
@@ -44,6 +47,7 @@ class Service:
         self.thread = threading.Thread(target=self._run, name="mpiray-service", daemon=True)
         self.last_seen: dict[int, float] = {}
         self._last_check = time.monotonic()
+        self.xfer = Transfers(transport, store, self._pulled, self._pull_lost)
         self.peers: dict[int, tuple] = {}  # rank -> (host, pid) of raylets, for liveness checks
         self.same_host: set[int] = set()
         self.silence_limit = 30.0
@@ -86,7 +90,7 @@ class Service:
                 self.gcs.refs(changes)
             for src, batch in batches:
                 for msg in batch:
-                    if msg[0] == m.DATA:
+                    if msg[0] in _TRANSFER:
                         data.append((src, msg))
                     else:
                         self._handle(src, msg)
@@ -94,24 +98,15 @@ class Service:
             if self.gcs.changed:
                 self.gcs.changed = False
                 self.cond.notify_all()
-        for src, (_, oid, nbytes) in data:
-            if nbytes < 0:  # the owner no longer has it
-                with self.cond:
-                    self.gcs.object_lost(oid, src)
-                    self.cond.notify_all()
-                continue
-            buf = self.transport.recv_data(src, nbytes)
-            self.store.write_raw(oid, buf)
-            with self.cond:
-                self.gcs.copied(oid, 0)
-                self.cond.notify_all()
+        for src, msg in data:  # bulk bytes move outside the lock
+            getattr(self.xfer, "on_" + msg[0])(src, *msg[1:])
         for dest, msg in out:
             if dest == 0:
                 self._local(msg)
             else:
                 self.transport.send(dest, msg)
         self.transport.flush()
-        return bool(batches or out or changes or data)
+        return bool(batches or out or changes or data or self.xfer.busy())
 
     def _handle(self, src: int, msg: tuple) -> None:
         kind = msg[0]
@@ -143,8 +138,6 @@ class Service:
                 gcs.object_lost(oid, src)
         elif kind == m.HEARTBEAT:
             pass
-        elif kind == m.PULL:
-            self._serve_pull(msg[1], msg[2])
         elif kind == m.BYE:
             self.byes.add(src)
         elif kind == "fatal":
@@ -187,18 +180,16 @@ class Service:
         if msg[0] == m.FREE:
             for oid in msg[1]:
                 self.store.delete(oid)
-        elif msg[0] == m.PULL:
-            self._serve_pull(msg[1], msg[2])
 
-    def _serve_pull(self, oid: str, requester: int) -> None:
-        try:
-            view = self.store.read_raw(oid)
-        except FileNotFoundError:
-            self.transport.send(requester, (m.DATA, oid, -1))
-            return
-        self.transport.send(requester, (m.DATA, oid, view.nbytes))
-        self.transport.flush()
-        self.transport.send_data(requester, view)
+    def _pulled(self, oid: str, src: int) -> None:
+        with self.cond:
+            self.gcs.copied(oid, 0)
+            self.cond.notify_all()
+
+    def _pull_lost(self, oid: str, src: int) -> None:
+        with self.cond:
+            self.gcs.object_lost(oid, src)
+            self.cond.notify_all()
 
     # -- shutdown ----------------------------------------------------------
     def shutdown(self, ranks: list[int], timeout: float) -> list[int]:

@@ -26,7 +26,8 @@ from typing import Any
 from .._backoff import Backoff, tighten_timer_slack
 from .._protocol import messages as m
 from .._protocol.messages import Failure
-from .._store.shm import Store
+from .._store.shm import Store, check_shared_memory, register_spill_root
+from .._store.transfer import Transfers
 from .pool import Pool, Worker
 
 UNIT = 10_000
@@ -63,20 +64,25 @@ class Raylet:
         self.hosts = hosts
         self.node = node
         self.driver_pid = driver_pid
-        self.store = Store(session, self.rank, config.store_root)
-        self.store.create()
         self.total = dict(node["resources"])
+        from .resources import store_capacity
+
+        self.store = Store(session, self.rank, config.store_root, config.spill_dir)
+        self.store.create()
+        register_spill_root(self.store)
+        self.store.capacity = check_shared_memory(self.store.root, store_capacity(
+            config, self.total.get("memory", 0) // UNIT))
+        self.capacity = self.store.capacity
         self.avail = dict(self.total)
         self.gpu_free = {g: UNIT for g in node["gpu_ids"]}
         self.funcs: dict[str, bytes] = {}
+        self.xfer = Transfers(transport, self.store, self._pulled, self._pull_lost)
         self.queue: deque[LocalTask] = deque()
         self.waiting: dict[str, LocalTask] = {}  # every task sent here and not yet done
         self.pulls: dict[str, list] = {}  # oid -> [LocalTask | GetRequest]
         self.obj_waiters: dict[str, list[GetRequest]] = {}
-        from .resources import store_capacity
-
-        self.capacity = store_capacity(config, self.total.get("memory", 0) // UNIT)
-        ctx = {"store_capacity": self.capacity, "rank": self.rank, "host": hosts[self.rank], "node_id": node["node_id"], "session": session,
+        ctx = {"store_capacity": self.capacity, "spill_root": os.path.dirname(self.store.spill),
+               "rank": self.rank, "host": hosts[self.rank], "node_id": node["node_id"], "session": session,
                "store_root": self.store.root, "inline_limit": config.inline_limit,
                "log_to_driver": config.log_to_driver}
         cpus = max(1, self.total.get("CPU", 0) // UNIT)
@@ -109,6 +115,8 @@ class Raylet:
                 busy = True
                 self._from_worker(conn)
             self._dispatch()
+            if self.xfer.busy():
+                busy = True
             self.t.flush()
             now = time.monotonic()
             if busy:
@@ -156,19 +164,20 @@ class Raylet:
         if info[0] != "shm":
             return info
         owner = info[1]
-        if owner == self.rank or self.store.exists(oid):
-            path = self.store.path(oid)
+        path = self.store.locate(oid)
+        if path is not None or owner == self.rank:
+            pass
         elif self.config.share_host_memory and self.hosts[owner] == self.hosts[self.rank]:
-            path = self.store.path(oid, owner)
+            path = self.store.locate(oid, owner)
         else:
             waiters = self.pulls.get(oid)
             if waiters is None:
                 self.pulls[oid] = [waiter]
-                self.t.send(owner, (m.PULL, oid, self.rank))
+                self.xfer.request(oid, owner)
             else:
                 waiters.append(waiter)
             return None
-        return ("path", path) if os.path.exists(path) else ("missing",)
+        return ("path", path) if path is not None else ("missing",)
 
     def _lost_dependency(self, task: LocalTask, lost: list[str]) -> None:
         """Some argument's bytes are gone: hand the task back so rank 0 rebuilds them."""
@@ -179,20 +188,23 @@ class Raylet:
                           spec.name, f"rank {self.rank}", lost=tuple(lost))
         self.t.send(0, (m.DONE, spec.task_id, [], failure))
 
+    # -- pulls (see _store/transfer.py) ------------------------------------
+    def on_pull(self, src: int, oid: str, requester: int) -> None:
+        self.xfer.on_pull(src, oid, requester)
+
     def on_data(self, src: int, oid: str, nbytes: int) -> None:
-        waiters = self.pulls.pop(oid, [])
-        if nbytes < 0:  # the owner no longer has it
-            for waiter in waiters:
-                if isinstance(waiter, LocalTask):
-                    self._lost_dependency(waiter, [oid])
-                else:
-                    self._resubscribe(waiter, oid)
-            return
-        buf = self.t.recv_data(src, nbytes)
-        self.store.write_raw(oid, buf)
+        self.xfer.on_data(src, oid, nbytes)
+
+    def on_chunk(self, src: int, oid: str, off: int, slot: int, n: int) -> None:
+        self.xfer.on_chunk(src, oid, off, slot, n)
+
+    def on_slot_free(self, src: int, oid: str, slot: int) -> None:
+        self.xfer.on_slot_free(src, oid, slot)
+
+    def _pulled(self, oid: str, src: int) -> None:
         self.t.send(0, (m.COPIED, oid))
         local = ("path", self.store.path(oid))
-        for waiter in waiters:
+        for waiter in self.pulls.pop(oid, []):
             if isinstance(waiter, LocalTask):
                 waiter.deps[oid] = local
                 waiter.missing -= 1
@@ -201,15 +213,12 @@ class Raylet:
             else:
                 self._got(waiter, oid, local)
 
-    def on_pull(self, src: int, oid: str, requester: int) -> None:
-        try:
-            view = self.store.read_raw(oid)
-        except FileNotFoundError:
-            self.t.send(requester, (m.DATA, oid, -1))
-            return
-        self.t.send(requester, (m.DATA, oid, view.nbytes))
-        self.t.flush()
-        self.t.send_data(requester, view)
+    def _pull_lost(self, oid: str, src: int) -> None:
+        for waiter in self.pulls.pop(oid, []):
+            if isinstance(waiter, LocalTask):
+                self._lost_dependency(waiter, [oid])
+            else:
+                self._resubscribe(waiter, oid)
 
     def _resubscribe(self, req: "GetRequest", oid: str) -> None:
         """A worker waits for ``oid`` but its bytes are gone: report it and wait again."""

@@ -21,7 +21,7 @@ from .._objref import ObjectRef, RefTracker
 from .._options import TaskOptions, from_units
 from .._protocol import messages as m
 from .._serialization import Blob, loads
-from .._store.shm import Store
+from .._store.shm import Store, register_spill_root
 from .._protocol.messages import Failure
 from .._values import IdGen, decode, encode, make_spec, resolve_arguments, task_failure, where
 
@@ -75,7 +75,9 @@ class WorkerRuntime:
         self.rank = ctx["rank"]
         self.tracker = RefTracker()
         self.ids = IdGen(f"{ctx['session'][:6]}w{self.rank}x{os.getpid():x}")
-        self.store = Store(ctx["session"], self.rank, os.path.dirname(ctx["store_root"]))
+        self.store = Store(ctx["session"], self.rank, os.path.dirname(ctx["store_root"]),
+                           ctx["spill_root"])
+        register_spill_root(self.store)
         self.inline_limit = ctx["inline_limit"]
         self.capacity = ctx["store_capacity"]
         self.exported: set[str] = set()

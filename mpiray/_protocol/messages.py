@@ -21,7 +21,6 @@ from typing import Any
 TASKS = "tasks"            # ([(TaskSpec, func_bytes | None, {dep_id: ObjInfo})],)
 OBJECTS = "objects"        # ([(object_id, ObjInfo)],) answers SUBSCRIBE
 FREE = "free"              # ([object_id],)
-PULL = "pull"              # (object_id, requester_rank) send the bytes to requester
 SHUTDOWN = "shutdown"      # ()
 CANCEL = "cancel"          # (task_id, force)
 
@@ -39,8 +38,11 @@ LOST = "lost"              # ([object_id],) these stored objects are gone: rebui
 HEARTBEAT = "hb"           # () sent every second, so rank 0 notices a silent rank
 COPIED = "copied"          # (object_id,) this rank now holds a copy
 
-# either way, between any two ranks
-DATA = "data"              # (object_id, nbytes) bytes follow on the data tag
+# either way, between any two ranks (see _store/transfer.py)
+PULL = "pull"              # (object_id, requester_rank) send me the bytes
+DATA = "data"              # (object_id, nbytes) the pull starts (nbytes -1: not here)
+CHUNK = "chunk"            # (object_id, offset, slot, nbytes) Get it from my staging slot
+SLOT_FREE = "slot_free"    # (object_id, slot) done with that slot
 
 # raylet -> worker
 W_RUN = "run"              # (TaskSpec, func_bytes | None, {dep_id: local ObjInfo}, gpu_ids)

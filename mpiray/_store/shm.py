@@ -22,6 +22,7 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
 from typing import Any
 
 from .._objref import RefTracker
@@ -69,14 +70,27 @@ def parse(view: memoryview) -> tuple[memoryview, list[memoryview]]:
 
 
 class Store:
-    """The object files of one rank, under ``<root>/mpiray-<session>/r<rank>``."""
+    """The object files of one rank, under ``<root>/mpiray-<session>/r<rank>``.
 
-    def __init__(self, session: str, rank: int, root: str | None = None):
+    Files beyond ``capacity`` bytes are spilled, oldest first, to the same layout
+    under ``<spill_root>/mpiray-<session>/r<rank>`` on node-local disk; every
+    lookup (``locate``/``map``) falls back to the spill folder, so a spilled
+    object comes back transparently.  Readers that map a file keep a valid view
+    when it is spilled or deleted.
+    """
+
+    def __init__(self, session: str, rank: int, root: str | None = None,
+                 spill_root: str | None = None, capacity: int | None = None):
         self.root = os.path.join(root or default_root(), f"mpiray-{session}")
+        self.spill = os.path.join(spill_root or tempfile.gettempdir(), f"mpiray-spill-{session}")
         self.rank = rank
         self.dir = self.dir_of(rank)
+        self.capacity = capacity
         self.used = 0
-        self.sizes: dict[str, int] = {}
+        self.sizes: dict[str, int] = {}  # objects in shared memory, oldest first
+        self.spilled: dict[str, int] = {}
+        self.spilled_bytes_total = 0
+        self._lock = threading.Lock()
 
     def dir_of(self, rank: int) -> str:
         return os.path.join(self.root, f"r{rank}")
@@ -86,6 +100,16 @@ class Store:
 
     def path(self, object_id: str, rank: int | None = None) -> str:
         return os.path.join(self.dir if rank is None else self.dir_of(rank), object_id)
+
+    def spill_path(self, object_id: str, rank: int | None = None) -> str:
+        return os.path.join(self.spill, f"r{self.rank if rank is None else rank}", object_id)
+
+    def locate(self, object_id: str, rank: int | None = None) -> str | None:
+        """Where the object's file is now (shared memory or spilled), or None if gone."""
+        for path in (self.path(object_id, rank), self.spill_path(object_id, rank)):
+            if os.path.exists(path):
+                return path
+        return None
 
     # -- writing -----------------------------------------------------------
     def write(self, object_id: str, blob: Blob) -> int:
@@ -100,33 +124,59 @@ class Store:
                 while view.nbytes:
                     n = os.pwrite(fd, view, off)
                     view, off = view[n:], off + n
-        finally:
+        except OSError as exc:
             os.close(fd)
+            os.unlink(path + ".tmp")
+            raise _full(object_id, total, self.root, exc) from None
+        os.close(fd)
         os.rename(path + ".tmp", path)
         self.note(object_id, total)
         return total
 
-    def write_raw(self, object_id: str, data: Any) -> int:
-        """Store bytes pulled from another node (already in the file format)."""
-        path = self.path(object_id)
-        view = memoryview(data).cast("B")
-        with open(path + ".tmp", "wb") as f:
-            f.write(view)
-        os.rename(path + ".tmp", path)
-        self.note(object_id, view.nbytes)
-        return view.nbytes
-
     def note(self, object_id: str, size: int) -> None:
-        if object_id not in self.sizes:
+        """Account for a file now in this rank's shared memory; spill if over capacity."""
+        with self._lock:
+            if object_id in self.sizes:
+                return
             self.sizes[object_id] = size
             self.used += size
+        if self.capacity is not None and self.used > self.capacity:
+            self.spill_until(int(self.capacity * 0.8))
+
+    def spill_until(self, limit: int) -> int:
+        """Move the oldest objects to disk until at most ``limit`` bytes stay in memory."""
+        moved = 0
+        while True:
+            with self._lock:
+                if self.used <= limit or not self.sizes:
+                    return moved
+                oid = next(iter(self.sizes))
+                size = self.sizes.pop(oid)
+                self.used -= size
+            src, dst = self.path(oid), self.spill_path(oid)
+            try:
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copyfile(src, dst + ".tmp")
+                os.rename(dst + ".tmp", dst)
+                os.unlink(src)
+            except OSError as exc:
+                if isinstance(exc, FileNotFoundError) and not os.path.exists(src):
+                    continue  # freed meanwhile
+                with self._lock:  # keep it in memory; report what could not be done
+                    self.sizes[oid] = size
+                    self.used += size
+                raise _full(oid, size, self.spill, exc) from None
+            with self._lock:
+                self.spilled[oid] = size
+                self.spilled_bytes_total += size
+            moved += size
 
     # -- reading -----------------------------------------------------------
     def map(self, object_id: str, rank: int | None = None) -> memoryview:
-        with open(self.path(object_id, rank), "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            mm = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) if size else b""
-        return memoryview(mm)
+        path = self.locate(object_id, rank)
+        if path is None:
+            raise FileNotFoundError(self.path(object_id, rank))
+        return map_file(path)
 
     def read(self, object_id: str, tracker: RefTracker | None, rank: int | None = None) -> Any:
         data, bufs = parse(self.map(object_id, rank))
@@ -136,19 +186,76 @@ class Store:
         return self.map(object_id)
 
     def exists(self, object_id: str, rank: int | None = None) -> bool:
-        return os.path.exists(self.path(object_id, rank))
+        return self.locate(object_id, rank) is not None
 
     # -- freeing -----------------------------------------------------------
     def delete(self, object_id: str) -> None:
-        self.used -= self.sizes.pop(object_id, 0)
-        try:
-            os.unlink(self.path(object_id))
-        except FileNotFoundError:
-            pass
+        with self._lock:
+            self.used -= self.sizes.pop(object_id, 0)
+            self.spilled.pop(object_id, None)
+        for path in (self.path(object_id), self.spill_path(object_id)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def destroy(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
-        try:
-            os.rmdir(self.root)
-        except OSError:
-            pass
+        shutil.rmtree(os.path.join(self.spill, f"r{self.rank}"), ignore_errors=True)
+        for d in (self.root, self.spill):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
+
+def map_file(path: str) -> memoryview:
+    """A read-only view of a whole file (falls back to its spilled copy)."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        alt = spilled_twin(path)
+        if alt is None:
+            raise
+        f = open(alt, "rb")
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        mm = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) if size else b""
+    return memoryview(mm)
+
+
+_SPILL_ROOTS: dict[str, str] = {}  # shared-memory root -> spill root, for map_file's fallback
+
+
+def register_spill_root(store: Store) -> None:
+    _SPILL_ROOTS[store.root] = store.spill
+
+
+def spilled_twin(path: str) -> str | None:
+    for shm_root, spill_root in _SPILL_ROOTS.items():
+        if path.startswith(shm_root + os.sep):
+            alt = spill_root + path[len(shm_root):]
+            return alt if os.path.exists(alt) else None
+    return None
+
+
+def _full(object_id: str, size: int, where: str, exc: OSError) -> Exception:
+    from ..exceptions import ObjectStoreFullError
+
+    return ObjectStoreFullError(
+        f"cannot store object {object_id} ({size / 2**20:.1f} MiB) under {where}: {exc.strerror or exc}. "
+        "Free objects (drop ObjectRefs), raise object_store_memory, or point MPIRAY_SPILL_DIR "
+        "at a disk with room.")
+
+
+def check_shared_memory(root: str, capacity: int) -> int:
+    """The capacity to use given the free space of the shared-memory folder; errors if tiny."""
+    free = shutil.disk_usage(root).free
+    if free < 32 << 20:
+        from ..exceptions import ObjectStoreFullError
+
+        raise ObjectStoreFullError(
+            f"{root} has only {free / 2**20:.0f} MiB free; mpiray keeps objects there and needs at "
+            "least 32 MiB. Give the job a larger /dev/shm (e.g. `docker run --shm-size=8g`, or ask "
+            "your admins), or set MPIRAY_STORE_ROOT to a tmpfs with room.")
+    return min(capacity, int(free * 0.9))

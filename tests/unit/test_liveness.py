@@ -10,6 +10,8 @@ from mpiray._objref import RefTracker
 
 
 class FakeTransport:
+    slot_size, nslots, stage, rank = 1, 1, None, 0
+
     def __init__(self):
         self.aborted = None
 

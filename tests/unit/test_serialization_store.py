@@ -5,7 +5,7 @@ import pytest
 
 from mpiray._objref import ObjectRef, RefTracker
 from mpiray._serialization import dumps, loads
-from mpiray._store.shm import Store
+from mpiray._store.shm import Store, check_shared_memory, map_file, parse, register_spill_root
 from mpiray._values import arg_dependencies, resolve_arguments
 
 
@@ -46,19 +46,48 @@ def test_unpicklable_is_a_type_error():
 
 
 def test_store_roundtrip_zero_copy(tmp_path):
-    s = Store("unit", 1, str(tmp_path))
+    s = Store("unit", 1, str(tmp_path / "shm"), str(tmp_path / "disk"))
     s.create()
     a = np.arange(100_000, dtype=np.float32)
     size = s.write("o1", dumps(a))
     assert s.used == size and s.exists("o1")
     b = s.read("o1", None)
     assert np.array_equal(a, b) and not b.flags.writeable
-    raw = s.read_raw("o1")
-    s.write_raw("o2", raw)
-    assert np.array_equal(s.read("o2", None), a)
     s.delete("o1")
     assert not s.exists("o1") and np.array_equal(b, a)  # a mapped object outlives its file
     s.destroy()
+
+
+def test_store_spills_oldest_and_reads_back(tmp_path):
+    s = Store("unit", 1, str(tmp_path / "shm"), str(tmp_path / "disk"), capacity=3 << 20)
+    s.create()
+    register_spill_root(s)
+    arrays = [np.full(1 << 18, i, dtype=np.float64) for i in range(6)]  # 2 MiB each
+    for i, a in enumerate(arrays):
+        s.write(f"o{i}", dumps(a))
+        assert s.used <= 3 << 20
+    assert set(s.spilled) >= {"o0", "o1"} and "o5" in s.sizes
+    assert s.locate("o0").startswith(str(tmp_path / "disk"))
+    for i, a in enumerate(arrays):  # every object comes back, spilled or not
+        assert np.array_equal(s.read(f"o{i}", None), a)
+    # a reader holding only the shared-memory path finds the spilled twin
+    data, bufs = parse(map_file(s.path("o0")))
+    assert np.array_equal(loads(data, bufs, None), arrays[0])
+    s.delete("o0")
+    assert s.locate("o0") is None
+    s.destroy()
+
+
+def test_store_full_errors_name_sizes(tmp_path):
+    from mpiray.exceptions import ObjectStoreFullError
+    s = Store("unit", 1, str(tmp_path / "shm"), "/proc/no-such-disk", capacity=1 << 20)
+    s.create()
+    with pytest.raises(ObjectStoreFullError) as info:
+        s.write("big", dumps(np.zeros(1 << 19)))  # 4 MiB: over capacity, spill dir unusable
+    assert "MiB" in str(info.value) and "MPIRAY_SPILL_DIR" in str(info.value)
+    with pytest.raises(ObjectStoreFullError) as info:
+        check_shared_memory("/proc", 1 << 30)
+    assert "/dev/shm" in str(info.value) and "MPIRAY_STORE_ROOT" in str(info.value)
 
 
 def test_nested_argument_resolution():

@@ -1,0 +1,137 @@
+"""Moving an object's bytes between ranks with MPI one-sided Get.
+
+Every rank exposes one staging window, allocated once at start-up by MPI
+(``Win.Allocate``: on one host it is shared memory and a ``Get`` is a single
+memcpy; across hosts it is registered memory for the fabric's RDMA), locked
+once for the whole run (``Lock_all``), and cut into slots.  A pull::
+
+    requester                                   owner
+    PULL(oid, me) ───────────────────────────>  PushJob: map the object file
+                  <──────── DATA(oid, nbytes)   (nbytes = -1: not here, lost)
+    PullJob: create the destination file
+                  <── CHUNK(oid, off, slot, n)  copy a chunk into a free slot
+    Get(slot -> file[off:off+n]); Flush
+    SLOT_FREE(oid, slot) ────────────────────>  the slot takes the next chunk
+    ... all chunks: rename the file into the store, call back
+
+Several chunks are in flight at once (one per slot) and several pulls share
+the slots, so the owner's copy of chunk k+1 overlaps the requester's Get of
+chunk k.  Only the small control messages are two-sided.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections import deque
+from typing import Any, Callable
+
+from .._protocol import messages as m
+
+
+class PushJob:
+    __slots__ = ("oid", "dest", "view", "next_off")
+
+    def __init__(self, oid: str, dest: int, view: memoryview):
+        self.oid = oid
+        self.dest = dest
+        self.view = view
+        self.next_off = 0
+
+
+class PullJob:
+    __slots__ = ("oid", "src", "nbytes", "got", "fd", "mm", "view", "path")
+
+    def __init__(self, oid: str, src: int, nbytes: int, path: str):
+        self.oid, self.src, self.nbytes, self.got, self.path = oid, src, nbytes, 0, path
+        self.fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o600)
+        os.ftruncate(self.fd, nbytes)
+        self.mm = mmap.mmap(self.fd, nbytes) if nbytes else None
+        self.view = memoryview(self.mm) if nbytes else memoryview(b"")
+
+    def close(self) -> None:
+        self.view.release()
+        if self.mm is not None:
+            self.mm.close()
+        os.close(self.fd)
+
+
+class Transfers:
+    """Both sides of every pull of one rank; the event loop feeds it messages."""
+
+    def __init__(self, transport: Any, store: Any, on_pulled: Callable[[str, int], None],
+                 on_lost: Callable[[str, int], None]):
+        self.t = transport
+        self.store = store
+        self.on_pulled = on_pulled      # (oid, src): the bytes are in the local store now
+        self.on_lost = on_lost          # (oid, src): the owner does not have them
+        self.slot_size = transport.slot_size
+        self.free_slots = deque(range(transport.nslots))
+        self.pushes: deque[PushJob] = deque()
+        self.pulls: dict[str, PullJob] = {}
+        self.bytes_pulled = 0
+
+    # -- requester ---------------------------------------------------------
+    def request(self, oid: str, owner: int) -> None:
+        self.t.send(owner, (m.PULL, oid, self.t.rank))
+
+    def on_data(self, src: int, oid: str, nbytes: int) -> None:
+        if nbytes < 0:
+            self.on_lost(oid, src)
+            return
+        job = PullJob(oid, src, nbytes, self.store.path(oid) + ".pull")
+        self.pulls[oid] = job
+        if nbytes == 0:
+            self._finish(job)
+
+    def on_chunk(self, src: int, oid: str, off: int, slot: int, n: int) -> None:
+        job = self.pulls[oid]
+        self.t.get_from(src, slot * self.slot_size, job.view[off:off + n])
+        self.t.send(src, (m.SLOT_FREE, oid, slot))
+        job.got += n
+        if job.got >= job.nbytes:
+            self._finish(job)
+
+    def _finish(self, job: PullJob) -> None:
+        del self.pulls[job.oid]
+        job.close()
+        os.rename(job.path, self.store.path(job.oid))
+        self.store.note(job.oid, job.nbytes)
+        self.bytes_pulled += job.nbytes
+        self.on_pulled(job.oid, job.src)
+
+    # -- owner -------------------------------------------------------------
+    def on_pull(self, src: int, oid: str, requester: int) -> None:
+        try:
+            view = self.store.read_raw(oid)
+        except FileNotFoundError:
+            self.t.send(requester, (m.DATA, oid, -1))
+            return
+        self.t.send(requester, (m.DATA, oid, view.nbytes))
+        if view.nbytes:
+            self.pushes.append(PushJob(oid, requester, view))
+        self.pump()
+
+    def on_slot_free(self, src: int, oid: str, slot: int) -> None:
+        self.free_slots.append(slot)
+        self.pump()
+
+    def pump(self) -> None:
+        """Fill free slots with the next chunks, taking turns between pulls."""
+        stage, size = self.t.stage, self.slot_size
+        while self.free_slots and self.pushes:
+            job = self.pushes.popleft()
+            slot = self.free_slots.popleft()
+            off = job.next_off
+            n = min(size, job.view.nbytes - off)
+            base = slot * size
+            stage[base:base + n] = job.view[off:off + n]
+            job.next_off = off + n
+            self.t.send(job.dest, (m.CHUNK, job.oid, off, slot, n))
+            if job.next_off < job.view.nbytes:
+                self.pushes.append(job)
+            else:
+                job.view.release()
+
+    def busy(self) -> bool:
+        return bool(self.pushes or self.pulls)
