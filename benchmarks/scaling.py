@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({**r, "median_s": statistics.median(r["seconds"]), "launch": args.launch,
                              "task": args.task, "cpus_per_node": args.cpus_per_node, "date": date,
                              "host": os.uname().nodename})
+    rows.sort(key=lambda r: (SCENARIOS.index((r["workload"], r["mode"])), r["k"]))
     efficiency(rows)
     print(f"{'workload':<11} {'mode':<7} {'k':>3} {'n':>6} {'median s':>9} {'speedup':>8} {'eff':>6}")
     for r in rows:
