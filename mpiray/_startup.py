@@ -12,6 +12,7 @@ all ranks exchange host names; raylets send their node description to rank 0.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import uuid
@@ -34,6 +35,9 @@ def start_driver(config: Config, init_args: dict) -> Any:
             sys.exit(0)
     else:
         transport, spawned = mpi.spawn_world(config.num_nodes, ["-m", "mpiray._node.main"]), True
+        # one host by construction; and MPI gives spawned and spawning processes no shared
+        # memory between them, so objects move through the node's shared-memory files
+        config = dataclasses.replace(config, share_host_memory=True)
     session = uuid.uuid4().hex[:12]
     transport.bcast({"config": config.to_dict(), "init_args": init_args, "session": session,
                      "driver_pid": os.getpid() if spawned else None})

@@ -113,11 +113,23 @@ class Transport:
         self._win.Lock_all()
         self.stage = self._win.tomemory().cast("B")
 
-    def get_from(self, rank: int, offset: int, dest: Any) -> None:
-        """Copy ``len(dest)`` bytes at ``offset`` of ``rank``'s staging window into ``dest``."""
+    def get_from(self, rank: int, offset: int, dest: Any, alive: Any = None) -> None:
+        """Copy ``len(dest)`` bytes at ``offset`` of ``rank``'s staging window into ``dest``.
+
+        Waits without blocking inside MPI, calling ``alive()`` every second so a
+        process whose peer or driver vanished can give up instead of hanging.
+        """
+        import time
+
         MPI = _mpi()
-        self._win.Get([dest, MPI.BYTE], rank, (offset, len(dest), MPI.BYTE))
-        self._win.Flush(rank)
+        req = self._win.Rget([dest, MPI.BYTE], rank, (offset, len(dest), MPI.BYTE))
+        delay, last = 0.0, time.monotonic()
+        while not req.Test():
+            time.sleep(delay)
+            delay = min(1e-3, delay * 2 or 1e-6)
+            if alive is not None and time.monotonic() - last > 1.0:
+                last = time.monotonic()
+                alive()
 
     def close_stage(self) -> None:
         """Collective: free the staging windows."""

@@ -88,11 +88,17 @@ class GCS:
         self.scheduler.add_node(rank, info["node_id"], info["resources"])
 
     # -- tasks -------------------------------------------------------------
-    def submit(self, spec: TaskSpec, func_bytes: bytes | None, owner: int) -> None:
-        """A new task; raises InfeasibleResourceError before changing anything."""
+    def submit(self, spec: TaskSpec, func_bytes: bytes | None, owner: int,
+               placed: int | None = None) -> None:
+        """A new task; raises InfeasibleResourceError before changing anything.
+
+        ``placed``: the raylet that submitted it already runs it (two-level scheduling:
+        it fit there and its inputs were there), so it is recorded as running there.
+        """
         if func_bytes is not None:
             self.functions.setdefault(spec.func_id, func_bytes)
-        self.scheduler.check_feasible(spec.demand, spec.strategy)
+        if placed is None:
+            self.scheduler.check_feasible(spec.demand, spec.strategy)
         self.stats["submitted"] += 1
         for oid in spec.return_ids:
             entry = self.objects[oid] = ObjectEntry(PENDING, producer=spec.task_id)
@@ -100,6 +106,15 @@ class GCS:
         task = self.tasks[spec.task_id] = TaskEntry(spec, owner)
         if spec.parent is not None and spec.parent in self.tasks:
             self.children.setdefault(spec.parent, set()).add(spec.task_id)
+        if placed is not None:
+            for oid in spec.arg_refs:
+                entry = self.objects.get(oid)
+                if entry is not None:
+                    entry.pins += 1
+            self.func_sent.setdefault(spec.func_id, set()).add(placed)
+            self.scheduler.acquire(placed, spec.demand)
+            task.state, task.rank = "running", placed
+            return
         self._enter(task)
 
     def _enter(self, task: TaskEntry) -> None:

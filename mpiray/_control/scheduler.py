@@ -16,7 +16,9 @@ Placement (``place``):
   * DEFAULT: the least loaded node that has room.
 A request no node could hold even when idle raises ``InfeasibleResourceError``.
 Tasks that fit somewhere but not now wait in per-shape FIFO queues, so a
-release costs one look at each distinct shape, not a scan of every task.
+release costs one look at each distinct shape, not a scan of every task;
+``ready_keys`` narrows that to the queues whose head may fit now (those whose
+candidate nodes had a release since the last call), in queue order.
 
 The index that keeps placement O(1) amortized on large clusters::
 
@@ -24,16 +26,18 @@ The index that keeps placement O(1) amortized on large clusters::
                       ├─ nodes: the live nodes that could ever hold it  (empty: infeasible)
                       ├─ free:  candidates that may have room within capacity   (strict pass)
                       └─ open:  candidates that may have room within the pipeline limit
-    release / block ──► the node rejoins free and open of every shape it belongs to
+    release / block ──► the node rejoins free and open of every shape it belongs to,
+                        and wakes the queues of those shapes (and its hard-affinity queues)
     place ──► pick from free, else open; a candidate found without room leaves that set
 
 Room only appears when a load goes down, so each set always holds every node
 that has room (and maybe some that do not: they are dropped when looked at).
 A pass scans its whole set exactly (deterministic: least loaded, ties rotate)
 on clusters of up to ``EXACT_NODES`` nodes or when few candidates are left;
-otherwise it takes the best of ``SAMPLES`` random candidates with room
-("power of k choices", as Ray's hybrid policy), so SPREAD and DEFAULT balance
-load approximately.  Either way a pipelined placement happens only when no
+otherwise DEFAULT takes the best of ``SAMPLES`` random candidates with room
+("power of k choices", like Ray's hybrid policy) and SPREAD the fewest tasks
+among the next ``SAMPLES`` candidates in round-robin order (like Ray's spread
+policy), so both balance load closely but not exactly.  Either way a pipelined placement happens only when no
 node has free capacity for the request.
 """
 
@@ -56,7 +60,7 @@ LIST_NODES = 16  # an infeasibility message lists nodes one by one up to this ma
 
 class NodeState:
     __slots__ = ("rank", "node_id", "total", "load", "ntasks", "alive", "limit", "slots", "index",
-                 "shapes")
+                 "shapes", "keys")
 
     def __init__(self, rank: int, node_id: str, total: dict[str, int], pipeline: float,
                  index: int = 0):
@@ -71,6 +75,7 @@ class NodeState:
         self.slots = self.limit[TASK_SLOTS] = max(4, int((cpus or 1) * pipeline * 2))
         self.index = index  # position in the scheduler's node table: the rotating tie-break
         self.shapes: list[_Shape] = []  # indexed demands this node could hold
+        self.keys: set = set()  # queue keys with hard affinity to this node
 
     def fits_ever(self, demand: dict[str, int]) -> bool:
         return all(self.total.get(k, 0) >= v for k, v in demand.items())
@@ -99,11 +104,12 @@ class NodeState:
 class _Candidates:
     """Nodes that may have room: O(1) add, remove and uniform random pick."""
 
-    __slots__ = ("items", "pos")
+    __slots__ = ("items", "pos", "cursor")
 
     def __init__(self, nodes: list[NodeState]):
         self.items = list(nodes)
         self.pos = {node: i for i, node in enumerate(self.items)}
+        self.cursor = 0  # SPREAD: where the next round-robin look starts
 
     def add(self, node: NodeState) -> None:
         if node not in self.pos:
@@ -121,7 +127,7 @@ class _Candidates:
 class _Shape:
     """One distinct demand: the nodes that could ever hold it and those that may now."""
 
-    __slots__ = ("items", "nodes", "free", "open", "error")
+    __slots__ = ("items", "nodes", "free", "open", "error", "keys")
 
     def __init__(self, items: tuple[tuple[str, int], ...], nodes: list[NodeState]):
         self.items = items
@@ -129,6 +135,7 @@ class _Shape:
         self.free = _Candidates(nodes)
         self.open = _Candidates(nodes)
         self.error: str | None = None
+        self.keys: set = set()  # queue keys whose tasks are placed over these nodes
 
 
 def describe(resources: dict[str, int]) -> str:
@@ -168,6 +175,11 @@ class GlobalScheduler:
         self._rr = 0
         self._shapes: dict[tuple, _Shape] = {}
         self._random = random.Random(seed).random
+        self._key_seq: dict[Any, int] = {}  # queue key -> when its queue was made (queue order)
+        self._seq = 0
+        self._woken: set = set()  # shapes and nodes whose queue keys may be placeable again
+        self._wake_all = False  # the index was rebuilt: every queue may be placeable
+        self._always: set = set()  # queue keys not made by shape(): always tried
 
     # -- nodes -------------------------------------------------------------
     def add_node(self, rank: int, node_id: str, total: dict[str, int]) -> None:
@@ -185,9 +197,12 @@ class GlobalScheduler:
 
     # -- the shape index -----------------------------------------------------
     def _forget_shapes(self) -> None:
+        self._wake_all = True
+        self._woken.clear()
         if self._shapes:
             for node in self.nodes.values():
                 node.shapes.clear()
+                node.keys.clear()
             self._shapes.clear()
 
     def _shape(self, demand: dict[str, int]) -> _Shape:
@@ -202,15 +217,19 @@ class GlobalScheduler:
                 n.shapes.append(shape)
         return shape
 
-    @staticmethod
-    def _reopen(node: NodeState) -> None:
+    def _reopen(self, node: NodeState) -> None:
         """Load went down: the node may have room again for any shape it can hold."""
+        woken = self._woken
         for shape in node.shapes:
             for cands in (shape.free, shape.open):
                 pos = cands.pos
                 if node not in pos:
                     pos[node] = len(cands.items)
                     cands.items.append(node)
+            if shape.keys:
+                woken.add(shape)
+        if node.keys:
+            woken.add(node)
 
     # -- feasibility and placement ----------------------------------------
     def check_feasible(self, demand: dict[str, int], strategy: Any) -> None:
@@ -267,14 +286,32 @@ class GlobalScheduler:
             return None
         if len(pool) <= EXACT_CANDIDATES or len(self.nodes) <= EXACT_NODES:
             return self._scan(cands, items, strict, spread)
-        rand = self._random
         best, best_key, tries = None, 0.0, SAMPLES
+        if spread:  # round robin: the fewest tasks among the next few candidates with room
+            i = cands.cursor
+            while pool:
+                if i >= len(pool):
+                    i = 0
+                node = pool[i]
+                if not node.room(items, strict):
+                    cands.remove(node)  # the last candidate moves to i
+                    continue
+                i += 1
+                key = node.ntasks
+                if best is None or key < best_key:
+                    best, best_key = node, key
+                tries -= 1
+                if not tries or not key:
+                    break
+            cands.cursor = i
+            return None if best is None else best.rank
+        rand = self._random
         while pool:
             node = pool[int(rand() * len(pool))]
             if not node.room(items, strict):
                 cands.remove(node)
                 continue
-            key = node.ntasks if spread else node.utilization()
+            key = node.utilization()
             if best is None or key < best_key:
                 best, best_key = node, key
             tries -= 1
@@ -339,10 +376,68 @@ class GlobalScheduler:
         return (tuple(sorted(demand.items())), strategy)
 
     def enqueue(self, key: Any, item: Any) -> None:
+        """Queue ``item`` under ``key`` (from ``shape``); it sleeps until a release may fit it."""
         q = self.queues.get(key)
         if q is None:
             q = self.queues[key] = deque()
+            self._seq += 1
+            self._key_seq[key] = self._seq
+            self._register(key)
         q.append(item)
+
+    def _register(self, key: Any) -> None:
+        """Wake ``key`` when a node that could run its tasks has a release."""
+        try:
+            items, strategy = key
+            demand = dict(items)
+        except (TypeError, ValueError):  # not made by shape(): try it after every release
+            self._always.add(key)
+            return
+        if isinstance(strategy, NodeAffinity) and not strategy.soft:
+            node = self.nodes.get(self.by_id.get(strategy.node_id, -1))
+            if node is not None and node.alive:
+                node.keys.add(key)
+            else:
+                self._wake_all = True  # placing it raises: let the caller see that
+        else:
+            self._shape(demand).keys.add(key)
+
+    def ready_keys(self) -> list:
+        """The queue keys, in queue order, whose head task may be placeable now.
+
+        Only these need a ``place`` call after a release: any other queue's head
+        found no room when last tried, and no node that could run it has had a
+        release since.  Each call starts a new round: a key is returned once per
+        release that may have made room for it.
+        """
+        queues = self.queues
+        if len(self._key_seq) > 2 * len(queues) + 64:  # forget queues the caller deleted
+            self._key_seq = {key: self._key_seq.get(key, 0) for key in queues}
+            self._always.intersection_update(queues)
+        if self._wake_all:
+            self._wake_all = False
+            self._woken.clear()
+            for key in queues:
+                self._register(key)
+            return list(queues)
+        if not self._woken and not self._always:
+            return []
+        keys = [key for key in self._always if key in queues]
+        for src in self._woken:
+            stale = None
+            for key in src.keys:
+                if key in queues:
+                    keys.append(key)
+                else:
+                    stale = stale or []
+                    stale.append(key)
+            if stale:
+                src.keys.difference_update(stale)
+        self._woken.clear()
+        if len(keys) > 1:
+            seq = self._key_seq
+            keys = sorted(set(keys), key=lambda k: seq.get(k, 0))
+        return keys
 
     def queued(self) -> int:
         return sum(len(q) for q in self.queues.values())

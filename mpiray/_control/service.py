@@ -115,7 +115,7 @@ class Service:
             gcs.task_done(src, msg[1], msg[2], msg[3])
         elif kind == m.SUBMIT:
             try:
-                gcs.submit(msg[1], msg[2], src)
+                gcs.submit(msg[1], msg[2], src, placed=msg[3] if len(msg) > 3 else None)
             except Exception as exc:
                 from .._protocol.messages import Failure
 

@@ -55,6 +55,39 @@ class GetRequest:
         self.stale = False  # the task stopped waiting (it ended, e.g. cancelled)
 
 
+class LocalObjects:
+    """Recently made objects of this node (id -> local ObjInfo), bounded in count and bytes.
+
+    Only a cache: rank 0 stays the authority.  A hit lets a worker's ``get`` or a
+    nested task's dependencies be settled on the node without a round trip.
+    """
+
+    def __init__(self, max_items: int = 50_000, max_inline_bytes: int = 32 << 20):
+        self.items: dict[str, tuple] = {}
+        self.inline_bytes = 0
+        self.max_items, self.max_inline_bytes = max_items, max_inline_bytes
+
+    @staticmethod
+    def _size(info: tuple) -> int:
+        return info[1].nbytes() if info[0] == "inline" else 0
+
+    def put(self, oid: str, info: tuple) -> None:
+        self.pop(oid)
+        self.items[oid] = info
+        self.inline_bytes += self._size(info)
+        while len(self.items) > self.max_items or self.inline_bytes > self.max_inline_bytes:
+            old = next(iter(self.items))
+            self.inline_bytes -= self._size(self.items.pop(old))
+
+    def get(self, oid: str) -> tuple | None:
+        return self.items.get(oid)
+
+    def pop(self, oid: str) -> None:
+        info = self.items.pop(oid, None)
+        if info is not None:
+            self.inline_bytes -= self._size(info)
+
+
 class Raylet:
     def __init__(self, transport: Any, config: Any, session: str, hosts: list[str], node: dict,
                  driver_pid: int | None):
@@ -76,7 +109,9 @@ class Raylet:
         self.avail = dict(self.total)
         self.gpu_free = {g: UNIT for g in node["gpu_ids"]}
         self.funcs: dict[str, bytes] = {}
-        self.xfer = Transfers(transport, self.store, self._pulled, self._pull_lost)
+        self.local = LocalObjects()  # objects made on this node: answers gets without rank 0
+        self.placed_here = 0
+        self.xfer = Transfers(transport, self.store, self._pulled, self._pull_lost, self._check_driver)
         self.queue: deque[LocalTask] = deque()
         self.waiting: dict[str, LocalTask] = {}  # every task sent here and not yet done
         self.pulls: dict[str, list] = {}  # oid -> [LocalTask | GetRequest]
@@ -264,6 +299,7 @@ class Raylet:
     def on_free(self, src: int, oids: list[str]) -> None:
         for oid in oids:
             self.store.delete(oid)
+            self.local.pop(oid)
 
     def on_shutdown(self, src: int) -> None:
         self.pool.shutdown()
@@ -352,21 +388,19 @@ class Raylet:
             if w.get_req is not None:
                 w.get_req.stale = True
                 w.get_req = None
-            for oid, info, _contained in results:
-                if info[0] == "shm":
-                    self.store.note(oid, info[2])
             if task is not None:
                 if w.blocked:
                     self._reacquire_cpu(task)
                 self._release(task, blocked=False)
             self.pool.give_back(w)
             self.t.send(0, (m.DONE, task_id, results, failure))
+            for oid, info, _contained in results:
+                self._made_here(oid, info)
         elif kind == m.W_SUBMIT:
-            self.t.send(0, (m.SUBMIT, msg[1], msg[2]))
+            self._worker_submit(msg[1], msg[2])
         elif kind == m.W_PUT:
-            if msg[2][0] == "shm":
-                self.store.note(msg[1], msg[2][2])
             self.t.send(0, (m.PUT, msg[1], msg[2], msg[3]))
+            self._made_here(msg[1], msg[2])
         elif kind == m.W_REFS:
             self.t.send(0, (m.REFS, msg[1]))
         elif kind == m.W_GET:
@@ -376,8 +410,41 @@ class Raylet:
         else:
             raise RuntimeError(f"raylet {self.rank} got an unknown message {kind!r} from worker {w.pid}")
 
+    # -- two-level scheduling: what this node can settle without rank 0 ----
+    def _made_here(self, oid: str, info: tuple) -> None:
+        """Remember an object made on this node, and hand it to workers waiting for it."""
+        if info[0] == "shm":
+            self.store.note(oid, info[2])
+            local = ("path", self.store.path(oid))
+        else:
+            local = info
+        self.local.put(oid, local)
+        for req in self.obj_waiters.pop(oid, []):
+            if not req.stale:
+                self._got(req, oid, local)
+
+    def _worker_submit(self, spec: m.TaskSpec, func: bytes | None) -> None:
+        """Run a nested task here when it fits now and its inputs are here; else ask rank 0."""
+        if func is not None:
+            self.funcs[spec.func_id] = func
+        deps = {oid: self.local.get(oid) for oid in spec.deps}
+        if (spec.strategy == "DEFAULT" and not self.queue and spec.func_id in self.funcs
+                and all(d is not None for d in deps.values()) and self._fits(spec.demand)):
+            self.t.send(0, (m.SUBMIT, spec, func, self.rank))
+            task = LocalTask(spec, None, deps)
+            self.waiting[spec.task_id] = task
+            self.queue.append(task)
+            self.placed_here += 1
+        else:
+            self.t.send(0, (m.SUBMIT, spec, func, None))
+
     def _worker_get(self, w: Worker, ids: list[str]) -> None:
-        req = GetRequest(w, list(dict.fromkeys(ids)))
+        ids = list(dict.fromkeys(ids))
+        known = [self.local.get(oid) for oid in ids]
+        if all(k is not None and (k[0] != "path" or os.path.exists(k[1])) for k in known):
+            w.conn.send((m.W_OBJECTS, list(zip(ids, known))))  # no round trip to rank 0
+            return
+        req = GetRequest(w, ids)
         w.get_req = req
         if w.task is not None and not w.blocked:
             w.blocked = True

@@ -60,8 +60,9 @@ class Transfers:
     """Both sides of every pull of one rank; the event loop feeds it messages."""
 
     def __init__(self, transport: Any, store: Any, on_pulled: Callable[[str, int], None],
-                 on_lost: Callable[[str, int], None]):
+                 on_lost: Callable[[str, int], None], alive: Callable[[], None] | None = None):
         self.t = transport
+        self.alive = alive              # called while waiting on a Get; raises to give up
         self.store = store
         self.on_pulled = on_pulled      # (oid, src): the bytes are in the local store now
         self.on_lost = on_lost          # (oid, src): the owner does not have them
@@ -86,7 +87,7 @@ class Transfers:
 
     def on_chunk(self, src: int, oid: str, off: int, slot: int, n: int) -> None:
         job = self.pulls[oid]
-        self.t.get_from(src, slot * self.slot_size, job.view[off:off + n])
+        self.t.get_from(src, slot * self.slot_size, job.view[off:off + n], self.alive)
         self.t.send(src, (m.SLOT_FREE, oid, slot))
         job.got += n
         if job.got >= job.nbytes:
