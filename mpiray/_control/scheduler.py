@@ -197,7 +197,7 @@ class GlobalScheduler:
 
     # -- the shape index -----------------------------------------------------
     def _forget_shapes(self) -> None:
-        self._wake_all = True
+        self._wake_all = bool(self.queues)  # registrations go with the shapes
         self._woken.clear()
         if self._shapes:
             for node in self.nodes.values():
