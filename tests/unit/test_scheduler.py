@@ -299,20 +299,31 @@ def test_ready_keys_wakes_only_queues_that_a_release_may_serve():
     for rank in (1, 2, 3):
         s.acquire(rank, cpu)
     k_cpu, k_gpu = s.shape(cpu, "DEFAULT"), s.shape(gpu, "DEFAULT")
-    k_pin = s.shape(cpu, NodeAffinity("n3"))
-    for key in (k_gpu, k_cpu, k_pin):
+    k_pin, k_spread = s.shape(cpu, NodeAffinity("n3")), s.shape(cpu, "SPREAD")
+    for key in (k_gpu, k_cpu, k_pin, k_spread):
         assert s.place(dict(key[0]), key[1]) is None
         s.enqueue(key, "task")
-    assert s.ready_keys() == []
+    assert list(s.ready_keys()) == []
     s.release(1, cpu)  # a CPU-only node: the GPU queue and the n3 queue cannot use it
-    assert s.ready_keys() == [k_cpu]
-    assert s.ready_keys() == []  # a new round
+    assert list(s.ready_keys()) == [k_cpu, k_spread]
+    assert list(s.ready_keys()) == []  # a new round
+    s.acquire(1, cpu)
     s.release(2, cpu)
-    assert s.ready_keys() == [k_gpu, k_cpu]  # queue order
+    assert list(s.ready_keys()) == [k_gpu, k_cpu, k_spread]  # queue order
+    s.acquire(2, cpu)
     s.block(3, cpu)
-    assert s.ready_keys() == [k_cpu, k_pin]
+    assert list(s.ready_keys()) == [k_cpu, k_pin, k_spread]
+    s.unblock(3, cpu)
+    s.enqueue(k_cpu, "task 2")
+    s.release(1, cpu)
+    keys = s.ready_keys()
+    assert next(keys) == k_cpu
+    s.acquire(s.place(cpu), cpu)  # the room goes to the first queue's head...
+    assert s.place(cpu) is None  # ... and its next task finds none left:
+    assert list(keys) == []  # the SPREAD queue is skipped
     del s.queues[k_cpu]  # the GCS drops empty queues
     s.release(1, cpu)
-    assert s.ready_keys() == []
+    assert list(s.ready_keys()) == [k_spread]
     s.add_node(4, "n4", {"CPU": UNIT})
-    assert s.ready_keys() == [k_gpu, k_pin]  # the cluster changed: every queue
+    assert list(s.ready_keys()) == [k_gpu, k_pin, k_spread]  # the cluster changed: every queue
+    s.validate()

@@ -1,0 +1,148 @@
+"""Object-plane scenarios: pulls over MPI RMA, hops, refs in objects, freeing, spilling.
+
+Run by test_objects.py under ``mpiexec -n 4`` with ``MPIRAY_SHARE_HOST_MEMORY=0``,
+so every rank acts as its own host and objects really move with one-sided Gets.
+"""
+
+import glob
+import hashlib
+import os
+import time
+
+import numpy as np
+
+import mpiray as ray
+
+T = 120
+MiB = 1 << 20
+
+
+def node(rank):
+    return ray.NodeAffinitySchedulingStrategy([n for n in ray.nodes() if n["Rank"] == rank][0]["NodeID"])
+
+
+@ray.remote
+def make(nbytes, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, nbytes, dtype=np.uint8)
+
+
+@ray.remote
+def digest(x):
+    return hashlib.sha256(memoryview(np.ascontiguousarray(x))).hexdigest(), ray.get_runtime_context().rank
+
+
+def expected(nbytes, seed):
+    return hashlib.sha256(np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8)).hexdigest()
+
+
+def scenario_pull_sizes_exact():
+    for i, n in enumerate([1, 100 * 1024 + 1, MiB, 8 * MiB + 3, 64 * MiB, 256 * MiB]):
+        x = make.options(scheduling_strategy=node(1)).remote(n, i)
+        h, rank = ray.get(digest.options(scheduling_strategy=node(2)).remote(x), timeout=T)
+        assert rank == 2 and h == expected(n, i), (n, rank)
+        if n >= 64 * MiB:  # and to the driver, which pulls into rank 0's store
+            assert hashlib.sha256(ray.get(x, timeout=T)).hexdigest() == expected(n, i)
+        del x
+
+
+def scenario_many_concurrent_pulls_one_copy_per_node():
+    objs = [make.options(scheduling_strategy=node(1)).remote(2 * MiB, 100 + i) for i in range(12)]
+    ray.wait(objs, num_returns=len(objs), timeout=T)
+    reads = [digest.options(scheduling_strategy=node(r), num_cpus=0.1).remote(o)
+             for o in objs for r in (2, 3, 2, 3)]
+    out = ray.get(reads, timeout=T)
+    for k, (h, _) in enumerate(out):
+        assert h == expected(2 * MiB, 100 + k // 4)
+    rt = ray._api._rt()
+    with rt.service.cond:
+        copies = [sorted(rt.gcs.objects[o.id].copies) for o in objs]
+    assert all(c == [1, 2, 3] for c in copies), copies  # each node fetched each object once
+
+
+def scenario_object_hops_across_nodes():
+    @ray.remote
+    def plus_one(x):
+        return x + 1
+
+    x = ray.put(np.zeros(4 * MiB, dtype=np.uint8))  # starts on rank 0 (the driver)
+    for rank in (1, 2, 3, 1, 2):
+        x = plus_one.options(scheduling_strategy=node(rank)).remote(x)
+    out = ray.get(x, timeout=T)
+    assert out.shape == (4 * MiB,) and int(out.min()) == 5 and int(out.max()) == 5
+
+
+def scenario_refs_inside_objects():
+    inner = make.options(scheduling_strategy=node(1)).remote(3 * MiB, 7)
+    outer = ray.put({"payload": inner, "note": "nested"})
+
+    @ray.remote
+    def open_box(box):
+        ref = box["payload"]
+        assert isinstance(ref, ray.ObjectRef)  # refs inside other objects stay refs
+        return digest.remote(ref)
+
+    del inner  # only the box keeps it alive now
+    h, _ = ray.get(ray.get(open_box.options(scheduling_strategy=node(3)).remote(outer), timeout=T), timeout=T)
+    assert h == expected(3 * MiB, 7)
+
+
+def _store_files():
+    rt = ray._api._rt()
+    return [p for p in glob.glob(os.path.join(rt.store.root, "r*", "*")) if not p.endswith(".tmp")]
+
+
+def scenario_freed_objects_leave_the_stores():
+    base = len(_store_files())
+    objs = [make.options(scheduling_strategy=node(1 + i % 3)).remote(MiB, i) for i in range(30)]
+    ray.get([digest.options(scheduling_strategy=node(1 + (i + 1) % 3)).remote(o) for i, o in enumerate(objs)],
+            timeout=T)
+    assert len(_store_files()) >= base + 30
+    del objs
+    end = time.monotonic() + 15
+    while len(_store_files()) > base and time.monotonic() < end:
+        time.sleep(0.1)
+    assert len(_store_files()) <= base, (base, _store_files()[:5])
+
+
+def scenario_put_drop_loop_keeps_store_flat():
+    rt = ray._api._rt()
+    iters, size = int(os.environ.get("LOOP_ITERS", "10000")), int(os.environ.get("LOOP_MIB", "1")) * MiB
+    arr = np.ones(size, dtype=np.uint8)
+    peak = 0
+    for i in range(iters):
+        r = ray.put(arr)
+        del r
+        if i % 500 == 0:
+            peak = max(peak, rt.store.used)
+    end = time.monotonic() + 10
+    while rt.store.used > 0 and time.monotonic() < end:
+        time.sleep(0.05)
+    assert rt.store.used == 0, rt.store.used
+    assert peak <= 64 * size, f"store grew to {peak / MiB:.0f} MiB during the loop"
+
+
+def scenario_spill_and_restore():
+    # each node's store holds 320 MiB: twelve 32 MiB objects on rank 1 must spill
+    objs = [make.options(scheduling_strategy=node(1)).remote(32 * MiB, 200 + i) for i in range(12)]
+    hashes = ray.get([digest.options(scheduling_strategy=node(1)).remote(o) for o in objs], timeout=T)
+    assert [h for h, _ in hashes] == [expected(32 * MiB, 200 + i) for i in range(12)]
+    spill_dir = os.path.join(ray._api._rt().store.spill, "r1")
+    assert os.path.isdir(spill_dir) and os.listdir(spill_dir), "nothing was spilled"
+    # spilled objects come back, also across nodes and to the driver
+    h, _ = ray.get(digest.options(scheduling_strategy=node(2)).remote(objs[0]), timeout=T)
+    assert h == expected(32 * MiB, 200)
+    assert hashlib.sha256(ray.get(objs[1], timeout=T)).hexdigest() == expected(32 * MiB, 201)
+
+
+def scenario_locality_keeps_big_data_in_place():
+    x = make.options(scheduling_strategy=node(3)).remote(16 * MiB, 9)
+    ray.wait([x], timeout=T)
+    ranks = {ray.get(digest.remote(x), timeout=T)[1] for _ in range(6)}
+    assert ranks == {3}, ranks
+
+
+if __name__ == "__main__":
+    from _runner import run_scenarios
+
+    run_scenarios(globals())
