@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -60,15 +61,29 @@ def in_queue(job: str) -> bool:
     return bool(slurm("squeue", "-h", "-j", job, "-o", "%T").strip())
 
 
-def wait_gone(job: str, deadline: float) -> None:
-    """Poll squeue (backing off) until the job left the queue; scancel and fail at the deadline."""
+#: Slurm 22.05's pmi2 server now and then garbles MPICH's large start-up messages;
+#: the step then hangs in MPI_Init (docs/slurm.md, "Known problems").
+PMI2_GARBLED = "mpi/pmi2: invalid client request"
+
+
+def wait_gone(job: str, deadline: float, watch: Callable[[], Path] | None = None) -> bool:
+    """Poll squeue (backing off) until the job left the queue; scancel and fail at the deadline.
+
+    With ``watch`` (returns the job's output file), a garbled PMI-2 start-up cancels the
+    job early and returns False instead of waiting for the deadline.
+    """
     end, pause = time.monotonic() + deadline, 0.1
     while in_queue(job):
+        if watch is not None and watch().exists() and PMI2_GARBLED in watch().read_text():
+            subprocess.run(["scancel", job], timeout=CMD_TIMEOUT, check=False)
+            wait_gone(job, 30)
+            return False
         if time.monotonic() > end:
             subprocess.run(["scancel", job], timeout=CMD_TIMEOUT, check=False)
             pytest.fail(f"job {job} still queued or running after {deadline}s; cancelled it")
         time.sleep(pause)
         pause = min(pause * 1.5, 1.0)
+    return True
 
 
 def final_state(job: str) -> tuple[str, str]:
@@ -87,14 +102,18 @@ def final_state(job: str) -> tuple[str, str]:
 
 def output_file(cwd: Path, job: str) -> Path:
     found = sorted(cwd.glob(f"*-{job}.out"))
-    return found[0] if found else cwd / f"missing-{job}.out"
+    return found[0] if found else cwd / f"missing-{job}.out"  # not written yet
 
 
 def run_job(script: Path, *args: str, sbatch_opts: tuple[str, ...] = (), cwd: Path,
             env: dict, deadline: float = 90) -> Finished:
+    """Submit, wait, and collect; resubmits once if Slurm's PMI-2 server garbled the start-up."""
     t0 = time.monotonic()
-    job = submit(script, *args, sbatch_opts=sbatch_opts, cwd=cwd, env=env)
-    wait_gone(job, deadline)
+    for attempt in (1, 2):
+        job = submit(script, *args, sbatch_opts=sbatch_opts, cwd=cwd, env=env)
+        if wait_gone(job, deadline, watch=(lambda: output_file(cwd, job)) if attempt == 1 else None):
+            break
+        print(f"job {job}: Slurm's pmi2 server garbled MPI start-up; resubmitting once")
     state, code = final_state(job)
     out = output_file(cwd, job)
     text = out.read_text() if out.exists() else f"(no output file {out.name} in {cwd})"
