@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import subprocess
 
@@ -21,7 +22,7 @@ def why_no_slurm() -> str | None:
         ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15)
     except subprocess.TimeoutExpired:
         return f"`scontrol ping` did not answer within 15 s; {HOW}"
-    if "UP" not in ping.stdout:
+    if not re.search(r"\bUP\b", ping.stdout):
         text = (ping.stdout + ping.stderr).strip().replace("\n", " ")[:200]
         return f"`scontrol ping` does not say UP ({text!r}); {HOW}"
     return None
