@@ -176,28 +176,39 @@ class DriverRuntime:
 
     def _wait_ready(self, ids: list[str], needed: int, timeout: float | None,
                     all_needed: bool) -> dict[str, tuple]:
+        """ObjInfo of at least ``needed`` of ``ids`` once they are not pending.
+
+        Each wake-up looks only at ids still pending; when all are needed it stops
+        at the first pending one, so a get of n results costs O(n), not O(n^2).
+        """
         end = None if timeout is None else time.monotonic() + timeout
         ready: dict[str, tuple] = {}
+        pending = list(dict.fromkeys(ids))
+        objects = self.gcs.objects
         with self.service.cond:
             while True:
-                for oid in ids:
-                    if oid in ready:
-                        continue
-                    entry = self.gcs.objects.get(oid)
+                still = []
+                for i, oid in enumerate(pending):
+                    entry = objects.get(oid)
                     if entry is None:
                         ready[oid] = ("err", lost_failure(oid, "it was freed (no ObjectRef left)"))
                     elif entry.state != PENDING:
                         ready[oid] = entry.info
+                    else:
+                        still.append(oid)
+                        if all_needed:
+                            still.extend(pending[i + 1:])
+                            break
+                pending = still
                 if len(ready) >= needed:
                     return ready
                 try:
-                    self._cond_wait(end, f"{len(ids) - len(ready)} object(s)")
+                    self._cond_wait(end, f"{len(pending)} object(s)")
                 except exc_mod.GetTimeoutError:
                     if all_needed:
                         raise exc_mod.GetTimeoutError(
-                            f"get() timed out after {timeout}s: {len(ids) - len(ready)} of "
-                            f"{len(ids)} object(s) not ready (e.g. {next(o for o in ids if o not in ready)})"
-                        ) from None
+                            f"get() timed out after {timeout}s: {len(pending)} of {len(set(ids))} "
+                            f"object(s) not ready (e.g. {pending[0]})") from None
                     return ready
 
     def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None
