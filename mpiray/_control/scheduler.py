@@ -43,9 +43,10 @@ node has free capacity for the request.
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections import OrderedDict, deque
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .._options import NodeAffinity, from_units
 from ..exceptions import InfeasibleResourceError
@@ -75,7 +76,7 @@ class NodeState:
         self.slots = self.limit[TASK_SLOTS] = max(4, int((cpus or 1) * pipeline * 2))
         self.index = index  # position in the scheduler's node table: the rotating tie-break
         self.shapes: list[_Shape] = []  # indexed demands this node could hold
-        self.keys: set = set()  # queue keys with hard affinity to this node
+        self.keys: dict[Any, int] = {}  # queue keys with hard affinity to this node -> order
 
     def fits_ever(self, demand: dict[str, int]) -> bool:
         return all(self.total.get(k, 0) >= v for k, v in demand.items())
@@ -124,6 +125,15 @@ class _Candidates:
             self.pos[last] = i
 
 
+class _Waiters:
+    """Queue keys (key -> queue order) outside the index, tried after every release."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self) -> None:
+        self.keys: dict[Any, int] = {}
+
+
 class _Shape:
     """One distinct demand: the nodes that could ever hold it and those that may now."""
 
@@ -135,7 +145,7 @@ class _Shape:
         self.free = _Candidates(nodes)
         self.open = _Candidates(nodes)
         self.error: str | None = None
-        self.keys: set = set()  # queue keys whose tasks are placed over these nodes
+        self.keys: dict[Any, int] = {}  # queue keys placed over these nodes -> queue order
 
 
 def describe(resources: dict[str, int]) -> str:
@@ -175,11 +185,10 @@ class GlobalScheduler:
         self._rr = 0
         self._shapes: dict[tuple, _Shape] = {}
         self._random = random.Random(seed).random
-        self._key_seq: dict[Any, int] = {}  # queue key -> when its queue was made (queue order)
-        self._seq = 0
+        self._seq = 0  # queues made so far: the queue order of the keys
         self._woken: set = set()  # shapes and nodes whose queue keys may be placeable again
         self._wake_all = False  # the index was rebuilt: every queue may be placeable
-        self._always: set = set()  # queue keys not made by shape(): always tried
+        self._always = _Waiters()  # queue keys not made by shape(): always tried
 
     # -- nodes -------------------------------------------------------------
     def add_node(self, rank: int, node_id: str, total: dict[str, int]) -> None:
@@ -221,11 +230,14 @@ class GlobalScheduler:
         """Load went down: the node may have room again for any shape it can hold."""
         woken = self._woken
         for shape in node.shapes:
-            for cands in (shape.free, shape.open):
-                pos = cands.pos
-                if node not in pos:
-                    pos[node] = len(cands.items)
-                    cands.items.append(node)
+            pos = shape.free.pos
+            if node not in pos:
+                pos[node] = len(shape.free.items)
+                shape.free.items.append(node)
+            pos = shape.open.pos
+            if node not in pos:
+                pos[node] = len(shape.open.items)
+                shape.open.items.append(node)
             if shape.keys:
                 woken.add(shape)
         if node.keys:
@@ -283,6 +295,12 @@ class GlobalScheduler:
         self._rr += 1
         pool = cands.items
         if not pool:
+            return None
+        if len(pool) == 1:  # common on a full cluster: the node that just had a release
+            node = pool[0]
+            if node.room(items, strict):
+                return node.rank
+            cands.remove(node)
             return None
         if len(pool) <= EXACT_CANDIDATES or len(self.nodes) <= EXACT_NODES:
             return self._scan(cands, items, strict, spread)
@@ -381,63 +399,74 @@ class GlobalScheduler:
         if q is None:
             q = self.queues[key] = deque()
             self._seq += 1
-            self._key_seq[key] = self._seq
-            self._register(key)
+            self._register(key, self._seq)
         q.append(item)
 
-    def _register(self, key: Any) -> None:
+    def _register(self, key: Any, seq: int) -> None:
         """Wake ``key`` when a node that could run its tasks has a release."""
         try:
             items, strategy = key
             demand = dict(items)
         except (TypeError, ValueError):  # not made by shape(): try it after every release
-            self._always.add(key)
-            return
-        if isinstance(strategy, NodeAffinity) and not strategy.soft:
-            node = self.nodes.get(self.by_id.get(strategy.node_id, -1))
-            if node is not None and node.alive:
-                node.keys.add(key)
-            else:
-                self._wake_all = True  # placing it raises: let the caller see that
+            holder: Any = self._always
         else:
-            self._shape(demand).keys.add(key)
+            if isinstance(strategy, NodeAffinity) and not strategy.soft:
+                holder = self.nodes.get(self.by_id.get(strategy.node_id, -1))
+                if holder is None or not holder.alive:
+                    self._wake_all = True  # placing it raises: let the caller see that
+                    return
+            else:
+                holder = self._shape(demand)
+        holder.keys.pop(key, None)  # a new queue for an old key: it moves to the end
+        holder.keys[key] = seq
 
-    def ready_keys(self) -> list:
+    def ready_keys(self) -> Iterator[Any]:
         """The queue keys, in queue order, whose head task may be placeable now.
 
         Only these need a ``place`` call after a release: any other queue's head
         found no room when last tried, and no node that could run it has had a
-        release since.  Each call starts a new round: a key is returned once per
-        release that may have made room for it.
+        release since.  Each call starts a new round.  Iterate at once, placing
+        as you go: the iterator skips queues that the placements before them
+        left without candidate nodes (their ``place`` would return None).
         """
         queues = self.queues
-        if len(self._key_seq) > 2 * len(queues) + 64:  # forget queues the caller deleted
-            self._key_seq = {key: self._key_seq.get(key, 0) for key in queues}
-            self._always.intersection_update(queues)
         if self._wake_all:
             self._wake_all = False
             self._woken.clear()
-            for key in queues:
-                self._register(key)
-            return list(queues)
-        if not self._woken and not self._always:
-            return []
-        keys = [key for key in self._always if key in queues]
-        for src in self._woken:
-            stale = None
-            for key in src.keys:
-                if key in queues:
-                    keys.append(key)
-                else:
-                    stale = stale or []
-                    stale.append(key)
-            if stale:
-                src.keys.difference_update(stale)
+            for seq, key in enumerate(queues):
+                self._register(key, seq - len(queues))
+            return iter(list(queues))
+        woken = list(self._woken)
         self._woken.clear()
-        if len(keys) > 1:
-            seq = self._key_seq
-            keys = sorted(set(keys), key=lambda k: seq.get(k, 0))
-        return keys
+        if self._always.keys:
+            woken.append(self._always)
+        if not woken:
+            return iter(())
+        return self._ready(woken)
+
+    def _ready(self, woken: list) -> Iterator[Any]:
+        """Merge the woken holders' keys by queue order, dropping a shape once it is used up."""
+        queues = self.queues
+        lists = [(src if isinstance(src, _Shape) else None, src, list(src.keys.items()))
+                 for src in woken]
+        heap = [(entries[0][1], j, 0) for j, (_, _, entries) in enumerate(lists) if entries]
+        heapq.heapify(heap)
+        while heap:
+            _, j, pos = heap[0]
+            shape, src, entries = lists[j]
+            if (shape is not None and not shape.free.items and not shape.open.items
+                    and not self._wake_all):
+                heapq.heappop(heap)  # used up by the queues before: the rest would find no room
+                continue
+            key = entries[pos][0]
+            if pos + 1 < len(entries):
+                heapq.heapreplace(heap, (entries[pos + 1][1], j, pos + 1))
+            else:
+                heapq.heappop(heap)
+            if key in queues:
+                yield key
+            elif src.keys.get(key) == entries[pos][1]:
+                del src.keys[key]  # the caller dropped that queue
 
     def queued(self) -> int:
         return sum(len(q) for q in self.queues.values())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -35,10 +36,11 @@ def worker_env(base: dict[str, str], gpu_ids: tuple, context: dict) -> dict[str,
 
 
 class Worker:
-    __slots__ = ("conn", "proc", "gpus", "task", "blocked", "funcs", "started", "ready", "get_req")
+    __slots__ = ("conn", "fd", "proc", "gpus", "task", "blocked", "funcs", "started", "ready", "get_req")
 
     def __init__(self, conn: Connection, proc: subprocess.Popen, gpus: tuple):
         self.conn = conn
+        self.fd = conn.fileno()
         self.proc = proc
         self.gpus = gpus
         self.task: Any = None  # the running LocalTask, or None when idle
@@ -58,6 +60,7 @@ class Pool:
         self.context = context
         self.max_idle = max_idle
         self.workers: dict[int, Worker] = {}  # fileno -> Worker
+        self.selector = selectors.DefaultSelector()  # every worker socket, registered once
         self.idle: dict[tuple, list[Worker]] = {}
         self._reap: list[subprocess.Popen] = []  # stopped workers not yet waited for
 
@@ -71,14 +74,13 @@ class Pool:
         conn = Connection(parent.detach())
         w = Worker(conn, proc, gpus)
         self.workers[conn.fileno()] = w
+        self.selector.register(conn.fileno(), selectors.EVENT_READ, w)
         self.idle.setdefault(gpus, []).append(w)
         return w
 
-    def conns(self) -> list[Connection]:
-        return [w.conn for w in self.workers.values()]
-
-    def by_conn(self, conn: Connection) -> Worker | None:
-        return self.workers.get(conn.fileno())
+    def ready(self, timeout: float) -> list[Worker]:
+        """Workers with a message waiting (``timeout`` is rounded up to whole ms by epoll)."""
+        return [key.data for key, _ in self.selector.select(timeout)]
 
     def take(self, gpus: tuple) -> Worker:
         """An idle worker for this GPU set, starting one if needed."""
@@ -106,8 +108,13 @@ class Pool:
         else:
             lst.append(w)
 
+    def alive(self, w: Worker) -> bool:
+        return self.workers.get(w.fd) is w
+
     def remove(self, w: Worker) -> None:
-        self.workers.pop(w.conn.fileno(), None)
+        if self.workers.get(w.fd) is w:
+            del self.workers[w.fd]
+            self.selector.unregister(w.fd)
         lst = self.idle.get(w.gpus)
         if lst and w in lst:
             lst.remove(w)

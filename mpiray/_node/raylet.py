@@ -20,7 +20,6 @@ import os
 import signal
 import time
 from collections import deque
-from multiprocessing.connection import wait as conn_wait
 from typing import Any
 
 from .._backoff import Backoff, tighten_timer_slack
@@ -142,13 +141,13 @@ class Raylet:
                 break
             # poll()/epoll() round timeouts up to whole milliseconds: short waits sleep instead
             wait = 0 if busy or delay < 1e-3 else delay
-            ready = conn_wait(self.pool.conns(), timeout=wait)
+            ready = self.pool.ready(wait)
             if not ready and not busy and wait == 0:
                 time.sleep(delay)
-                ready = conn_wait(self.pool.conns(), timeout=0)
-            for conn in ready:
+                ready = self.pool.ready(0)
+            for w in ready:
                 busy = True
-                self._from_worker(conn)
+                self._from_worker(w)
             self._dispatch()
             if self.xfer.busy():
                 busy = True
@@ -371,12 +370,11 @@ class Raylet:
                 self.gpu_free[g] += min(share, UNIT)
 
     # -- from workers ------------------------------------------------------
-    def _from_worker(self, conn: Any) -> None:
-        w = self.pool.by_conn(conn)
-        if w is None:
-            return
+    def _from_worker(self, w: Worker) -> None:
+        if not self.pool.alive(w):
+            return  # removed earlier in this round
         try:
-            msg = conn.recv()
+            msg = w.conn.recv()
         except (EOFError, OSError):
             self._worker_died(w)
             return
@@ -461,7 +459,7 @@ class Raylet:
         if len(req.infos) == len(req.ids):
             w = req.worker
             w.get_req = None
-            if w.conn.fileno() not in self.pool.workers:
+            if not self.pool.alive(w):
                 return  # the worker died meanwhile
             if w.blocked and w.task is not None:
                 w.blocked = False

@@ -40,7 +40,8 @@ class PrefixedStream:
         self.partial = ""
 
     def set_task(self, name: str | None) -> None:
-        self.flush()
+        if self.partial:
+            self.flush()
         c = self.ctx
         self.prefix = f"({name} pid={os.getpid()}, rank={c['rank']}, host={c['host']}) " if name else ""
 
