@@ -137,7 +137,7 @@ def plot(rows: list[dict], path: str, title: str) -> str | None:
         ax.set_ylabel(y)
         ax.set_xscale("log", base=2)
         ax.legend(fontsize=8)
-    axes[2].set_ylim(0, 1.2)
+    axes[2].set_ylim(0, max([1.2] + [1.1 * r["efficiency"] for r in rows]))
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                   "--maps-per-cpu", str(args.maps_per_cpu), "--array-mib", str(args.array_mib),
                   "--reps", str(args.reps)] + (["--launched"] if args.launch != "embedded" else [])
     rows, date = [], time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    sha = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse",
+                          "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or None
     for k in args.nodes_list:
         proc = subprocess.run(child_command(k, args.launch, child_args), capture_output=True,
                               text=True, timeout=900)
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = json.loads(line[8:])
                 rows.append({**r, "median_s": statistics.median(r["seconds"]), "launch": args.launch,
                              "task": args.task, "cpus_per_node": args.cpus_per_node, "date": date,
-                             "host": os.uname().nodename})
+                             "host": os.uname().nodename, "git_sha": sha})
     rows.sort(key=lambda r: (SCENARIOS.index((r["workload"], r["mode"])), r["k"]))
     efficiency(rows)
     print(f"{'workload':<11} {'mode':<7} {'k':>3} {'n':>6} {'median s':>9} {'speedup':>8} {'eff':>6}")
