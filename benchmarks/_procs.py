@@ -109,11 +109,11 @@ def _cpu_seconds(pid: int) -> float:
             return 0.0
 
 
-def idle_usage(root: int, window: float, exclude: int | None = None) -> dict:
+def idle_usage(root: int, window: float) -> dict:
     """RSS/PSS summed over the tree, and its CPU use over ``window`` seconds (% of one core).
 
-    ``exclude`` (a pid) is left out of the CPU figure: the measuring process
-    itself, when it is also the root, sleeps during the window anyway.
+    The measuring process is counted too: it is the driver, and its
+    background threads are part of the idle cluster.
     """
     pids = tree(root)
     before = {pid: _cpu_seconds(pid) for pid in pids}
@@ -121,11 +121,15 @@ def idle_usage(root: int, window: float, exclude: int | None = None) -> dict:
     time.sleep(window)
     elapsed = time.perf_counter() - t0
     pids_after = tree(root)
-    cpu = sum(_cpu_seconds(pid) - before.get(pid, 0.0) for pid in pids_after if pid != exclude)
+    cpu = sum(_cpu_seconds(pid) - before.get(pid, 0.0) for pid in pids_after)
     rss = pss = 0
     for pid in pids_after:
         r, p = _memory(pid)
         rss += r
         pss += p
-    return {"rss_mib": rss / 2**20, "pss_mib": pss / 2**20, "cpu_pct": 100.0 * cpu / elapsed,
-            "processes": len(pids_after)}
+    return {
+        "rss_mib": rss / 2**20,
+        "pss_mib": pss / 2**20,
+        "cpu_pct": 100.0 * cpu / elapsed,
+        "processes": len(pids_after),
+    }

@@ -13,14 +13,14 @@ import time
 
 T_START = time.time()
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
+import argparse
+import json
+import os
+import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _procs  # noqa: E402
-import _workloads  # noqa: E402
+import _procs
+import _workloads
 
 
 def emit(**record) -> None:
@@ -38,17 +38,21 @@ class System:
     def start(self) -> None:
         if self.name == "mpiray":
             import mpiray as api
+
             info = api.init(num_cpus=2)
             self.ranks = int(info.get("num_nodes", 1)) + 1
         elif self.name == "ray":
             import ray as api
+
             api.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
         else:
-            from mpi4py.futures import MPIPoolExecutor
             import mpi4py as api
+            from mpi4py.futures import MPIPoolExecutor
+
             here = os.path.dirname(os.path.abspath(__file__))
             self.executor = MPIPoolExecutor(path=[here])  # the job's other ranks
             from mpi4py import MPI
+
             self.ranks = MPI.COMM_WORLD.Get_size()
         self.api = api
         self.version = getattr(api, "__version__", "?")
@@ -56,6 +60,7 @@ class System:
     def first_result(self) -> None:
         if self.executor is not None:
             import _mpi4py_futures as m
+
             self.executor.submit(m.noop).result()
         else:
             self.tasks = _workloads.make_tasks(self.api)
@@ -70,12 +75,14 @@ class System:
     def run(self, name: str, size: int) -> float:
         if self.executor is not None:
             import _mpi4py_futures as m
+
             return m.WORKLOADS[name](self.executor, size)
         return _workloads.REGISTRY[name][1](self.api, self.tasks, size)
 
     def supports(self, name: str) -> bool:
         if self.executor is not None:
             import _mpi4py_futures as m
+
             return name in m.WORKLOADS
         return name in _workloads.REGISTRY
 
@@ -99,18 +106,39 @@ def lifecycle(sysm: System, args) -> None:
         time.sleep(0.05)
     leftover = len((set(_procs.tree(os.getpid())) - {os.getpid()}) & before)
     common = {"version": sysm.version, "ranks": sysm.ranks}
-    emit(workload="startup_to_first_result", seconds=t_first - spawn, **common,
-         extra={"python_start_s": round(T_START - spawn, 4) if args.t_spawn else None,
-                "import_s": round(t_import - T_START, 4), "init_s": round(t_init - t_import, 4),
-                "init_to_first_result_s": round(t_first - t_init, 4)})
-    emit(workload="shutdown", seconds=t_shutdown, **common,
-         extra={"processes_left_after_wait": leftover,
-                "wait_s": args.leftover_wait})
-    emit(workload="idle_cluster_rss", seconds=idle["rss_mib"], **common,
-         extra={"pss_mib": round(idle["pss_mib"], 1), "processes": idle["processes"],
-                "window_s": args.idle_window})
-    emit(workload="idle_cluster_cpu", seconds=idle["cpu_pct"], **common,
-         extra={"window_s": args.idle_window})
+    emit(
+        workload="startup_to_first_result",
+        seconds=t_first - spawn,
+        **common,
+        extra={
+            "python_start_s": round(T_START - spawn, 4) if args.t_spawn else None,
+            "import_s": round(t_import - T_START, 4),
+            "init_s": round(t_init - t_import, 4),
+            "init_to_first_result_s": round(t_first - t_init, 4),
+        },
+    )
+    emit(
+        workload="shutdown",
+        seconds=t_shutdown,
+        **common,
+        extra={"processes_left_after_wait": leftover, "wait_s": args.leftover_wait},
+    )
+    emit(
+        workload="idle_cluster_rss",
+        seconds=idle["rss_mib"],
+        **common,
+        extra={
+            "pss_mib": round(idle["pss_mib"], 1),
+            "processes": idle["processes"],
+            "window_s": args.idle_window,
+        },
+    )
+    emit(
+        workload="idle_cluster_cpu",
+        seconds=idle["cpu_pct"],
+        **common,
+        extra={"window_s": args.idle_window},
+    )
 
 
 def workloads(sysm: System, args) -> None:
@@ -138,8 +166,12 @@ def main() -> None:
     p.add_argument("--t-spawn", type=float, default=0.0)
     p.add_argument("--settle", type=float, default=2.0)
     p.add_argument("--idle-window", type=float, default=3.0)
-    p.add_argument("--leftover-wait", type=float, default=10.0,
-                   help="how long to wait for the cluster's processes to exit after shutdown")
+    p.add_argument(
+        "--leftover-wait",
+        type=float,
+        default=10.0,
+        help="how long to wait for the cluster's processes to exit after shutdown",
+    )
     args = p.parse_args()
     sysm = System(args.system, args.launched)
     (lifecycle if args.mode == "lifecycle" else workloads)(sysm, args)

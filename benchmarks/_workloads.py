@@ -8,9 +8,10 @@ Ray's ``ray microbenchmark`` where it has one.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -20,15 +21,16 @@ MIB = 2**20
 @dataclass(frozen=True)
 class Workload:
     name: str
-    unit: str            # "tasks/s", "us", "GB/s", "ms", "s", "MiB", "%"
-    full: int            # size of a full run (tasks, or bytes)
-    quick: int           # size of a --quick run
+    unit: str  # "tasks/s", "us", "GB/s", "ms", "s", "MiB", "%"
+    full: int  # size of a full run (tasks, or bytes)
+    quick: int  # size of a --quick run
     higher_is_better: bool
     about: str
 
 
 def make_tasks(api: Any) -> SimpleNamespace:
     """Remote functions for ``api`` (mpiray or ray).  Nested, so cloudpickle ships them by value."""
+
     def noop():
         return None
 
@@ -47,8 +49,9 @@ def make_tasks(api: Any) -> SimpleNamespace:
     def identity(a):
         return a
 
-    return SimpleNamespace(**{f.__name__: api.remote(f) for f in
-                              (noop, inc, square, add_all, touch, identity)})
+    return SimpleNamespace(
+        **{f.__name__: api.remote(f) for f in (noop, inc, square, add_all, touch, identity)}
+    )
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -65,6 +68,7 @@ def tasks_sync(api, t, n):
     def run():
         for _ in range(n):
             api.get(t.noop.remote())
+
     return _timed(run)
 
 
@@ -74,6 +78,7 @@ def chain(api, t, n):
         for _ in range(n - 1):
             ref = t.inc.remote(ref)
         assert api.get(ref) == n
+
     return _timed(run)
 
 
@@ -81,6 +86,7 @@ def map_reduce(api, t, n):
     def run():
         maps = [t.square.remote(i) for i in range(n)]
         assert api.get(t.add_all.remote(*maps)) == sum(i * i for i in range(n))
+
     return _timed(run)
 
 
@@ -98,9 +104,7 @@ def _repeat_count(nbytes):
 def put(api, t, nbytes):
     a, k = _array(nbytes), _repeat_count(nbytes)
     refs = []
-    secs = _timed(lambda: refs.extend(api.put(a) for _ in range(k)))
-    del refs
-    return secs / k
+    return _timed(lambda: refs.extend(api.put(a) for _ in range(k))) / k
 
 
 def get(api, t, nbytes):
@@ -109,7 +113,6 @@ def get(api, t, nbytes):
     out = []
     secs = _timed(lambda: out.extend(api.get(r) for r in refs))
     assert out[-1].nbytes == nbytes
-    del out, refs
     return secs / k
 
 
@@ -121,15 +124,14 @@ def memcpy(api, t, nbytes):
     def run():
         for _ in range(k):
             np.copyto(dst, a)
+
     return _timed(run) / k
 
 
 def task_read_ref(api, t, nbytes):
     ref = api.put(_array(nbytes))
     api.get(t.noop.remote())  # a worker is up
-    secs = _timed(lambda: api.get(t.touch.remote(ref)))
-    del ref
-    return secs
+    return _timed(lambda: api.get(t.touch.remote(ref)))
 
 
 def arg_roundtrip(api, t, nbytes):
@@ -141,36 +143,116 @@ def arg_roundtrip(api, t, nbytes):
 
 
 _W = Workload
-REGISTRY: dict[str, tuple[Workload, Callable]] = {w.name: (w, fn) for w, fn in [
-    (_W("single_client_tasks_async", "tasks/s", 10_000, 1_000, True,
-        "n no-op tasks submitted, then one get of all"), tasks_async),
-    (_W("single_client_tasks_sync", "us", 1_000, 100, False,
-        "n x get(f.remote()): one round trip"), tasks_sync),
-    (_W("chain_of_tasks", "tasks/s", 1_000, 100, True,
-        "n tasks, each taking the previous one's result"), chain),
-    (_W("map_reduce", "tasks/s", 1_000, 100, True,
-        "n maps then 1 reduce over all n refs"), map_reduce),
-    (_W("memcpy_1MiB", "GB/s", MIB, MIB, True, "anchor: numpy copyto, warm buffers"), memcpy),
-    (_W("put_1MiB", "GB/s", MIB, MIB, True, "put of a 1 MiB ndarray"), put),
-    (_W("get_1MiB", "GB/s", MIB, MIB, True, "get of a 1 MiB ndarray put by the driver"), get),
-    (_W("memcpy_100MiB", "GB/s", 100 * MIB, 8 * MIB, True,
-        "anchor: numpy copyto, warm buffers"), memcpy),
-    (_W("put_100MiB", "GB/s", 100 * MIB, 8 * MIB, True, "put of a 100 MiB ndarray"), put),
-    (_W("get_100MiB", "GB/s", 100 * MIB, 8 * MIB, True,
-        "get of a 100 MiB ndarray put by the driver"), get),
-    (_W("task_read_100MiB_ref", "ms", 100 * MIB, 8 * MIB, False,
-        "a task reading (one byte per page of) a 100 MiB ref"), task_read_ref),
-    (_W("arg_roundtrip_100MiB", "ms", 100 * MIB, 8 * MIB, False,
-        "a 100 MiB ndarray passed as an argument and returned"), arg_roundtrip),
-]}
+REGISTRY: dict[str, tuple[Workload, Callable]] = {
+    w.name: (w, fn)
+    for w, fn in [
+        (
+            _W(
+                "single_client_tasks_async",
+                "tasks/s",
+                10_000,
+                1_000,
+                True,
+                "n no-op tasks submitted, then one get of all",
+            ),
+            tasks_async,
+        ),
+        (
+            _W(
+                "single_client_tasks_sync",
+                "us",
+                1_000,
+                100,
+                False,
+                "n x get(f.remote()): one round trip",
+            ),
+            tasks_sync,
+        ),
+        (
+            _W(
+                "chain_of_tasks",
+                "tasks/s",
+                1_000,
+                100,
+                True,
+                "n tasks, each taking the previous one's result",
+            ),
+            chain,
+        ),
+        (
+            _W("map_reduce", "tasks/s", 1_000, 100, True, "n maps then 1 reduce over all n refs"),
+            map_reduce,
+        ),
+        (_W("memcpy_1MiB", "GB/s", MIB, MIB, True, "anchor: numpy copyto, warm buffers"), memcpy),
+        (_W("put_1MiB", "GB/s", MIB, MIB, True, "put of a 1 MiB ndarray"), put),
+        (_W("get_1MiB", "GB/s", MIB, MIB, True, "get of a 1 MiB ndarray put by the driver"), get),
+        (
+            _W(
+                "memcpy_100MiB",
+                "GB/s",
+                100 * MIB,
+                8 * MIB,
+                True,
+                "anchor: numpy copyto, warm buffers",
+            ),
+            memcpy,
+        ),
+        (_W("put_100MiB", "GB/s", 100 * MIB, 8 * MIB, True, "put of a 100 MiB ndarray"), put),
+        (
+            _W(
+                "get_100MiB",
+                "GB/s",
+                100 * MIB,
+                8 * MIB,
+                True,
+                "get of a 100 MiB ndarray put by the driver",
+            ),
+            get,
+        ),
+        (
+            _W(
+                "task_read_100MiB_ref",
+                "ms",
+                100 * MIB,
+                8 * MIB,
+                False,
+                "a task reading (one byte per page of) a 100 MiB ref",
+            ),
+            task_read_ref,
+        ),
+        (
+            _W(
+                "arg_roundtrip_100MiB",
+                "ms",
+                100 * MIB,
+                8 * MIB,
+                False,
+                "a 100 MiB ndarray passed as an argument and returned",
+            ),
+            arg_roundtrip,
+        ),
+    ]
+}
 
 # measured by the lifecycle runner in fresh processes, not by a function above
 LIFECYCLE = [
-    _W("startup_to_first_result", "s", 0, 0, False,
-       "process start (import + init) to the first get() returning"),
+    _W(
+        "startup_to_first_result",
+        "s",
+        0,
+        0,
+        False,
+        "process start (import + init) to the first get() returning",
+    ),
     _W("shutdown", "s", 0, 0, False, "shutdown() call, until it returns"),
-    _W("idle_cluster_rss", "MiB", 0, 0, False,
-       "RSS summed over driver, launcher, raylets and workers, idle"),
+    _W(
+        "idle_cluster_rss",
+        "MiB",
+        0,
+        0,
+        False,
+        "RSS summed over driver, launcher, raylets and workers, idle",
+    ),
     _W("idle_cluster_cpu", "%", 0, 0, False, "CPU of the whole idle cluster, % of one core"),
 ]
 ALL = {**{name: w for name, (w, _) in REGISTRY.items()}, **{w.name: w for w in LIFECYCLE}}

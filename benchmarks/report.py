@@ -40,14 +40,18 @@ def fmt(v: float | None) -> str:
 
 def figures(cells: dict, systems: list[str]) -> str:
     names = list(dict.fromkeys(w for (_, w) in cells))
-    out = ["| workload | unit | " + " | ".join(systems) + " |",
-           "|---|---|" + "---:|" * len(systems)]
+    out = [
+        "| workload | unit | " + " | ".join(systems) + " |",
+        "|---|---|" + "---:|" * len(systems),
+    ]
     for n in names:
         unit = next(r["unit"] for (s, w), r in cells.items() if w == n)
         vals = []
         for s in systems:
             r = cells.get((s, n))
-            vals.append("-" if r is None else f"{fmt(r['value'])} ({fmt(r['min'])}–{fmt(r['max'])})")
+            vals.append(
+                "-" if r is None else f"{fmt(r['value'])} ({fmt(r['min'])}–{fmt(r['max'])})"
+            )
         out.append(f"| {n} | {unit} | " + " | ".join(vals) + " |")
     return "\n".join(out)
 
@@ -74,8 +78,10 @@ def targets(cells: dict, system: str, baseline: str) -> str:
         else:
             met = v <= bound
         ref_text = "-" if ref is None else f"{fmt(ref)} {mine['unit']}"
-        out.append(f"| {text} | {fmt(v)} {mine['unit']} | {ref_text} | "
-                   f"{'-' if ratio is None else f'{ratio:.2f}'} | {'met' if met else '**missed**'} |")
+        out.append(
+            f"| {text} | {fmt(v)} {mine['unit']} | {ref_text} | "
+            f"{'-' if ratio is None else f'{ratio:.2f}'} | {'met' if met else '**missed**'} |"
+        )
     return "\n".join(out)
 
 

@@ -27,13 +27,17 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import _workloads  # noqa: E402
+import _workloads
 
 RUNNER = os.path.join(HERE, "_runner.py")
 SYSTEMS = ["mpiray", "mpiray-mpiexec", "ray", "mpi4py.futures"]
 DEFAULT_SYSTEMS = "mpiray,ray,mpi4py.futures"
-MPI4PY_WORKLOADS = {"single_client_tasks_async", "single_client_tasks_sync", "chain_of_tasks",
-                    "map_reduce"}
+MPI4PY_WORKLOADS = {
+    "single_client_tasks_async",
+    "single_client_tasks_sync",
+    "chain_of_tasks",
+    "map_reduce",
+}
 
 
 def _mpiexec() -> str | None:
@@ -41,7 +45,9 @@ def _mpiexec() -> str | None:
     return near if os.access(near, os.X_OK) else shutil.which("mpiexec")
 
 
-def command(system: str, mode: str, runner_args: list[str], ray_python: str | None) -> list[str] | str:
+def command(
+    system: str, mode: str, runner_args: list[str], ray_python: str | None
+) -> list[str] | str:
     """The command line for one runner subprocess, or a string saying why it cannot run."""
     if system == "mpiray":
         return [sys.executable, RUNNER, "mpiray", mode, *runner_args]
@@ -49,31 +55,71 @@ def command(system: str, mode: str, runner_args: list[str], ray_python: str | No
         mpiexec = _mpiexec()
         if mpiexec is None:
             return "no mpiexec found"
-        return [mpiexec, "-n", "2", sys.executable, RUNNER, "mpiray", mode, "--launched",
-                *runner_args]
+        return [
+            mpiexec,
+            "-n",
+            "2",
+            sys.executable,
+            RUNNER,
+            "mpiray",
+            mode,
+            "--launched",
+            *runner_args,
+        ]
     if system == "mpi4py.futures":  # spawn mode fails with the MPICH wheel: use launched mode
         mpiexec = _mpiexec()
         if mpiexec is None:
             return "no mpiexec found"
-        return [mpiexec, "-n", "3", sys.executable, "-m", "mpi4py.futures", RUNNER,
-                "mpi4py.futures", mode, "--launched", *runner_args]
+        return [
+            mpiexec,
+            "-n",
+            "3",
+            sys.executable,
+            "-m",
+            "mpi4py.futures",
+            RUNNER,
+            "mpi4py.futures",
+            mode,
+            "--launched",
+            *runner_args,
+        ]
     if not ray_python:
         return "no --ray-python (or MPIRAY_BENCH_RAY_PYTHON) given"
-    if subprocess.run([ray_python, "-c", "import ray, numpy"], capture_output=True).returncode:
+    if subprocess.run(
+        [ray_python, "-c", "import ray, numpy"], capture_output=True, check=False
+    ).returncode:
         return f"{ray_python} cannot import ray and numpy"
-    if not shutil.which("unshare") or subprocess.run(
-            ["unshare", "-n", "true"], capture_output=True).returncode:
+    if (
+        not shutil.which("unshare")
+        or subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False).returncode
+    ):
         return "`unshare -n` is not available (needs root): Ray runs only without network"
-    return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', ray_python,
-            RUNNER, "ray", mode, *runner_args]
+    return [
+        "unshare",
+        "-n",
+        "sh",
+        "-c",
+        'ip link set lo up && exec "$0" "$@"',
+        ray_python,
+        RUNNER,
+        "ray",
+        mode,
+        *runner_args,
+    ]
 
 
 def run_one(cmd: list[str], timeout: float) -> tuple[list[dict], str]:
     """Run a runner subprocess; its BENCH records, and its tail of output if it failed."""
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
     cmd = [c.replace("@T_SPAWN@", repr(time.time())) for c in cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -90,24 +136,42 @@ def _records(out: str) -> list[dict]:
 
 def metadata() -> dict:
     try:
-        sha = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True).stdout.strip() or None
+        sha = (
+            subprocess.run(
+                ["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                check=False,
+                text=True,
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         sha = None
     model = platform.processor() or None
     try:
         with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            model = next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     if sha:
-        dirty = subprocess.run(["git", "-C", HERE, "status", "--porcelain", "--", "../mpiray"],
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", HERE, "status", "--porcelain", "--", "../mpiray"],
+            capture_output=True,
+            check=False,
+            text=True,
+        ).stdout.strip()
         sha += "+dirty" if dirty else ""
-    return {"host": socket.gethostname(), "cpus": os.cpu_count(), "cpu_model": model,
-            "loadavg_1min": os.getloadavg()[0],
-            "python": platform.python_version(), "git_sha": sha,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "host": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "loadavg_1min": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "git_sha": sha,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def summarise(system: str, records: list[dict], meta: dict, quick: bool) -> list[dict]:
@@ -120,11 +184,24 @@ def summarise(system: str, records: list[dict], meta: dict, quick: bool) -> list
         w = _workloads.ALL[name]
         samples = [v for r in recs for v in r.get("values", [r.get("seconds")])]
         median = statistics.median(samples)
-        rows.append({"system": system, "version": recs[0]["version"], "workload": name,
-                     "value": median, "unit": w.unit, "min": min(samples), "max": max(samples),
-                     "samples": samples, "size": recs[0].get("size"),
-                     "higher_is_better": w.higher_is_better, "ranks": recs[0].get("ranks"),
-                     "quick": quick, "extra": recs[-1].get("extra"), **meta})
+        rows.append(
+            {
+                "system": system,
+                "version": recs[0]["version"],
+                "workload": name,
+                "value": median,
+                "unit": w.unit,
+                "min": min(samples),
+                "max": max(samples),
+                "samples": samples,
+                "size": recs[0].get("size"),
+                "higher_is_better": w.higher_is_better,
+                "ranks": recs[0].get("ranks"),
+                "quick": quick,
+                "extra": recs[-1].get("extra"),
+                **meta,
+            }
+        )
     return rows
 
 
@@ -141,22 +218,37 @@ def table(rows: list[dict], systems: list[str]) -> str:
     names = [n for n in _workloads.ALL if any(r["workload"] == n for r in rows)]
     cells = {(r["system"], r["workload"]): r for r in rows}
     header = ["workload", "unit", *systems]
-    lines = [header] + [[n, _workloads.ALL[n].unit, *(_cell(cells.get((s, n))) for s in systems)]
-                        for n in names]
+    lines = [header] + [
+        [n, _workloads.ALL[n].unit, *(_cell(cells.get((s, n))) for s in systems)] for n in names
+    ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    fmt = lambda line: "  ".join(c.ljust(widths[i]) for i, c in enumerate(line)).rstrip()  # noqa: E731
+    fmt = lambda line: "  ".join(c.ljust(widths[i]) for i, c in enumerate(line)).rstrip()
     return "\n".join([fmt(lines[0]), fmt(["-" * w for w in widths])] + [fmt(x) for x in lines[1:]])
 
 
-def bench_system(system: str, args, workloads: list[str], lifecycle: bool) -> tuple[list[dict], list[str]]:
+def bench_system(
+    system: str, args, workloads: list[str], lifecycle: bool
+) -> tuple[list[dict], list[str]]:
     reps = args.reps or (3 if args.quick else 5)
     settle, window, wait = ("0.5", "1.0", "2.0") if args.quick else ("3.0", "3.0", "5.0")
     notes, records = [], []
     if lifecycle:
         for _ in range(reps if not args.quick else 1):
-            cmd = command(system, "lifecycle", ["--t-spawn", "@T_SPAWN@", "--settle", settle,
-                                                "--idle-window", window, "--leftover-wait", wait],
-                          args.ray_python)
+            cmd = command(
+                system,
+                "lifecycle",
+                [
+                    "--t-spawn",
+                    "@T_SPAWN@",
+                    "--settle",
+                    settle,
+                    "--idle-window",
+                    window,
+                    "--leftover-wait",
+                    wait,
+                ],
+                args.ray_python,
+            )
             if isinstance(cmd, str):
                 return [], [f"{system}: skipped: {cmd}"]
             recs, failed = run_one(cmd, timeout=60)
@@ -167,7 +259,9 @@ def bench_system(system: str, args, workloads: list[str], lifecycle: bool) -> tu
     if system == "mpi4py.futures":
         workloads = [w for w in workloads if w in MPI4PY_WORKLOADS]
     if workloads:
-        extra = ["--reps", str(reps), "--workloads", ",".join(workloads)] + (["--quick"] if args.quick else [])
+        extra = ["--reps", str(reps), "--workloads", ",".join(workloads)] + (
+            ["--quick"] if args.quick else []
+        )
         cmd = command(system, "workloads", extra, args.ray_python)
         if isinstance(cmd, str):
             return [], [f"{system}: skipped: {cmd}"]
@@ -180,19 +274,27 @@ def bench_system(system: str, args, workloads: list[str], lifecycle: bool) -> tu
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small sizes, few repetitions (CI smoke run)")
+    p.add_argument(
+        "--quick", action="store_true", help="small sizes, few repetitions (CI smoke run)"
+    )
     p.add_argument("--systems", default=DEFAULT_SYSTEMS, help=f"comma list of {', '.join(SYSTEMS)}")
-    p.add_argument("--workloads", default=None, help="comma list (default: all): "
-                   + ", ".join(_workloads.ALL))
+    p.add_argument(
+        "--workloads", default=None, help="comma list (default: all): " + ", ".join(_workloads.ALL)
+    )
     p.add_argument("--reps", type=int, default=0, help="repetitions (default 5, --quick 3)")
     p.add_argument("--out", default=None, help="append JSON lines here")
-    p.add_argument("--ray-python", default=os.environ.get("MPIRAY_BENCH_RAY_PYTHON"),
-                   help="python of a virtual environment with ray installed "
-                        "(default: $MPIRAY_BENCH_RAY_PYTHON)")
+    p.add_argument(
+        "--ray-python",
+        default=os.environ.get("MPIRAY_BENCH_RAY_PYTHON"),
+        help="python of a virtual environment with ray installed "
+        "(default: $MPIRAY_BENCH_RAY_PYTHON)",
+    )
     args = p.parse_args(argv)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     wanted = args.workloads.split(",") if args.workloads else list(_workloads.ALL)
-    unknown = [s for s in systems if s not in SYSTEMS] + [w for w in wanted if w not in _workloads.ALL]
+    unknown = [s for s in systems if s not in SYSTEMS] + [
+        w for w in wanted if w not in _workloads.ALL
+    ]
     if unknown:
         p.error(f"unknown system/workload: {', '.join(unknown)}")
     task_workloads = [w for w in wanted if w in _workloads.REGISTRY]
@@ -207,10 +309,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{system}: {time.time() - t0:.0f} s]", file=sys.stderr, flush=True)
     if args.out:
         with open(args.out, "a") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-    print(f"{meta['date']}  {meta['host']}  {meta['cpus']} CPUs  {meta['cpu_model']}  "
-          f"git {meta['git_sha']}  load {meta['loadavg_1min']:.2f}" + ("  (--quick)" if args.quick else ""))
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+    print(
+        f"{meta['date']}  {meta['host']}  {meta['cpus']} CPUs  {meta['cpu_model']}  "
+        f"git {meta['git_sha']}  load {meta['loadavg_1min']:.2f}"
+        + ("  (--quick)" if args.quick else "")
+    )
     print(table(rows, systems))
     for n in notes:
         print("note: " + n)

@@ -26,7 +26,12 @@ import subprocess
 import sys
 import time
 
-SCENARIOS = [("tasks", "strong"), ("tasks", "weak"), ("map_reduce", "strong"), ("map_reduce", "weak")]
+SCENARIOS = [
+    ("tasks", "strong"),
+    ("tasks", "weak"),
+    ("map_reduce", "strong"),
+    ("map_reduce", "weak"),
+]
 
 
 def child_command(k: int, launch: str, child_args: list[str]) -> list[str]:
@@ -39,7 +44,14 @@ def child_command(k: int, launch: str, child_args: list[str]) -> list[str]:
         mpiexec = near if os.access(near, os.X_OK) else (shutil.which("mpiexec") or "mpiexec")
         return [mpiexec, "-n", str(k + 1), *me]
     if launch == "srun":  # one raylet per node; the driver shares the first node
-        return ["srun", f"--nodes={k}", f"--ntasks={k + 1}", "--overcommit", "--kill-on-bad-exit=1", *me]
+        return [
+            "srun",
+            f"--nodes={k}",
+            f"--ntasks={k + 1}",
+            "--overcommit",
+            "--kill-on-bad-exit=1",
+            *me,
+        ]
     raise ValueError(f"--launch {launch!r}: expected embedded, mpiexec or srun")
 
 
@@ -93,16 +105,21 @@ def run_child(args) -> None:
             else:
                 mpiray.get(total.remote(*[make.remote(i) for i in range(n)]))
             samples.append(time.perf_counter() - t0)
-        print("SCALING " + json.dumps({"workload": workload, "mode": mode, "k": k, "n": n,
-                                       "seconds": samples}), flush=True)
+        print(
+            "SCALING "
+            + json.dumps({"workload": workload, "mode": mode, "k": k, "n": n, "seconds": samples}),
+            flush=True,
+        )
     mpiray.shutdown()
 
 
 def efficiency(rows: list[dict]) -> None:
     """Add speedup/efficiency relative to the smallest k of each scenario (in place)."""
     for workload, mode in SCENARIOS:
-        group = sorted((r for r in rows if (r["workload"], r["mode"]) == (workload, mode)),
-                       key=lambda r: r["k"])
+        group = sorted(
+            (r for r in rows if (r["workload"], r["mode"]) == (workload, mode)),
+            key=lambda r: r["k"],
+        )
         if not group:
             continue
         base = group[0]
@@ -115,14 +132,17 @@ def efficiency(rows: list[dict]) -> None:
 def plot(rows: list[dict], path: str, title: str) -> str | None:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install 'mpiray[bench]'): no plot"
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for workload, mode in SCENARIOS:
-        g = sorted((r for r in rows if (r["workload"], r["mode"]) == (workload, mode)),
-                   key=lambda r: r["k"])
+        g = sorted(
+            (r for r in rows if (r["workload"], r["mode"]) == (workload, mode)),
+            key=lambda r: r["k"],
+        )
         ks = [r["k"] for r in g]
         label = f"{workload} ({mode})"
         axes[0 if mode == "strong" else 1].plot(ks, [r["median_s"] for r in g], "o-", label=label)
@@ -130,8 +150,11 @@ def plot(rows: list[dict], path: str, title: str) -> str | None:
     if rows:
         ks = sorted({r["k"] for r in rows})
         axes[2].plot(ks, [1.0] * len(ks), "k:", label="ideal")
-    for ax, t, y in zip(axes, ["strong scaling", "weak scaling", "parallel efficiency"],
-                        ["seconds (median)", "seconds (median)", "efficiency"]):
+    for ax, t, y in zip(
+        axes,
+        ["strong scaling", "weak scaling", "parallel efficiency"],
+        ["seconds (median)", "seconds (median)", "efficiency"],
+    ):
         ax.set_title(t)
         ax.set_xlabel("raylet ranks")
         ax.set_ylabel(y)
@@ -163,38 +186,88 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         run_child(args)
         return 0
-    child_args = ["--nodes", args.nodes, "--cpus-per-node", str(args.cpus_per_node),
-                  "--task", args.task, "--tasks-per-cpu", str(args.tasks_per_cpu),
-                  "--maps-per-cpu", str(args.maps_per_cpu), "--array-mib", str(args.array_mib),
-                  "--reps", str(args.reps)] + (["--launched"] if args.launch != "embedded" else [])
+    child_args = [
+        "--nodes",
+        args.nodes,
+        "--cpus-per-node",
+        str(args.cpus_per_node),
+        "--task",
+        args.task,
+        "--tasks-per-cpu",
+        str(args.tasks_per_cpu),
+        "--maps-per-cpu",
+        str(args.maps_per_cpu),
+        "--array-mib",
+        str(args.array_mib),
+        "--reps",
+        str(args.reps),
+    ] + (["--launched"] if args.launch != "embedded" else [])
     rows, date = [], time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    sha = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse",
-                          "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+    sha = (
+        subprocess.run(
+            [
+                "git",
+                "-C",
+                os.path.dirname(os.path.abspath(__file__)),
+                "rev-parse",
+                "--short",
+                "HEAD",
+            ],
+            capture_output=True,
+            check=False,
+            text=True,
+        ).stdout.strip()
+        or None
+    )
     for k in args.nodes_list:
-        proc = subprocess.run(child_command(k, args.launch, child_args), capture_output=True,
-                              text=True, timeout=900)
+        proc = subprocess.run(
+            child_command(k, args.launch, child_args),
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=900,
+        )
         if proc.returncode:
-            print(f"k={k} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+            print(
+                f"k={k} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            )
             return 1
         for line in proc.stdout.splitlines():
             if line.startswith("SCALING "):
                 r = json.loads(line[8:])
-                rows.append({**r, "median_s": statistics.median(r["seconds"]), "launch": args.launch,
-                             "task": args.task, "cpus_per_node": args.cpus_per_node, "date": date,
-                             "host": os.uname().nodename, "git_sha": sha})
+                rows.append(
+                    {
+                        **r,
+                        "median_s": statistics.median(r["seconds"]),
+                        "launch": args.launch,
+                        "task": args.task,
+                        "cpus_per_node": args.cpus_per_node,
+                        "date": date,
+                        "host": os.uname().nodename,
+                        "git_sha": sha,
+                    }
+                )
     rows.sort(key=lambda r: (SCENARIOS.index((r["workload"], r["mode"])), r["k"]))
     efficiency(rows)
-    print(f"{'workload':<11} {'mode':<7} {'k':>3} {'n':>6} {'median s':>9} {'speedup':>8} {'eff':>6}")
+    print(
+        f"{'workload':<11} {'mode':<7} {'k':>3} {'n':>6} {'median s':>9} {'speedup':>8} {'eff':>6}"
+    )
     for r in rows:
-        print(f"{r['workload']:<11} {r['mode']:<7} {r['k']:>3} {r['n']:>6} {r['median_s']:>9.3f} "
-              f"{r['speedup']:>8.2f} {r['efficiency']:>6.2f}")
+        print(
+            f"{r['workload']:<11} {r['mode']:<7} {r['k']:>3} {r['n']:>6} {r['median_s']:>9.3f} "
+            f"{r['speedup']:>8.2f} {r['efficiency']:>6.2f}"
+        )
     if args.out:
         with open(args.out, "a") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
     if args.plot:
-        note = plot(rows, args.plot, f"mpiray scaling: {args.task} tasks, {args.launch}, "
-                                     f"{args.cpus_per_node} CPU(s) per raylet")
+        note = plot(
+            rows,
+            args.plot,
+            f"mpiray scaling: {args.task} tasks, {args.launch}, "
+            f"{args.cpus_per_node} CPU(s) per raylet",
+        )
         print(note or f"plot: {args.plot}")
     return 0
 
