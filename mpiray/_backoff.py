@@ -5,7 +5,8 @@ loops poll.  ``Backoff`` keeps that cheap and fast: for ``fast_window``
 seconds after activity it sleeps only ``fast`` (a reply usually comes within
 that window, and a round trip is two such hops), then sleeps for doubling
 intervals up to ``busy_max``, and after ``idle_after`` seconds of nothing at
-all it settles at ``idle`` — about 50 wake-ups a second, ~0% of a core.
+all it settles at ``idle`` (50 wake-ups a second), and after ``deep_after``
+seconds at ``deep`` (20 a second): ~0% of a core.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import time
 
 
 class Backoff:
-    __slots__ = ("fast", "fast_window", "busy_max", "idle_after", "idle", "_last", "_delay")
+    __slots__ = ("fast", "fast_window", "busy_max", "idle_after", "idle", "deep_after", "deep",
+                 "_last", "_delay")
 
     def __init__(self, fast: float = 3e-5, fast_window: float = 5e-3, busy_max: float = 1e-3,
-                 idle_after: float = 1.0, idle: float = 0.02):
+                 idle_after: float = 0.5, idle: float = 0.02, deep_after: float = 5.0,
+                 deep: float = 0.05):
         self.fast, self.fast_window, self.busy_max = fast, fast_window, busy_max
         self.idle_after, self.idle = idle_after, idle
+        self.deep_after, self.deep = deep_after, deep
         self._last = time.monotonic()
         self._delay = fast
 
@@ -32,6 +36,8 @@ class Backoff:
         quiet = time.monotonic() - self._last
         if quiet < self.fast_window:
             return self.fast
+        if quiet > self.deep_after:
+            return self.deep
         if quiet > self.idle_after:
             return self.idle
         self._delay = min(self.busy_max, self._delay * 2)

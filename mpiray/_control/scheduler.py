@@ -10,10 +10,10 @@ rank 0) without hoarding what other nodes could run.
 Placement (``place``):
   * hard node affinity: that node or nothing;
   * soft affinity, then locality: the preferred node if it has room;
-  * a strict pass over nodes with free capacity, then a pipelined pass over
-    nodes whose load may grow up to ``pipeline`` x capacity, each picking
-  * SPREAD: the node with the fewest tasks in flight;
-  * DEFAULT: the least loaded node that has room.
+  * then a strict pass (nodes with free capacity) and, if it finds none, a
+    pipelined pass (nodes whose load may grow up to ``pipeline`` x capacity),
+    each taking, for SPREAD, the node with the fewest tasks in flight and,
+    for DEFAULT, the least loaded node that has room.
 A request no node could hold even when idle raises ``InfeasibleResourceError``.
 Tasks that fit somewhere but not now wait in per-shape FIFO queues, so a
 release costs one look at each distinct shape, not a scan of every task;
@@ -37,8 +37,11 @@ on clusters of up to ``EXACT_NODES`` nodes or when few candidates are left;
 otherwise DEFAULT takes the best of ``SAMPLES`` random candidates with room
 ("power of k choices", like Ray's hybrid policy) and SPREAD the fewest tasks
 among the next ``SAMPLES`` candidates in round-robin order (like Ray's spread
-policy), so both balance load closely but not exactly.  Either way a pipelined placement happens only when no
-node has free capacity for the request.
+policy), so both balance load closely but not exactly.  Either way a
+pipelined placement happens only when no node has free capacity for the
+request.  Infeasibility is cached per demand (with its message) until a node
+joins or leaves.  ``benchmarks/scheduler_bench.py`` measures all this on
+1,000 simulated nodes.
 """
 
 from __future__ import annotations
@@ -137,11 +140,12 @@ class _Waiters:
 class _Shape:
     """One distinct demand: the nodes that could ever hold it and those that may now."""
 
-    __slots__ = ("items", "nodes", "free", "open", "error", "keys")
+    __slots__ = ("items", "nodes", "members", "free", "open", "error", "keys")
 
     def __init__(self, items: tuple[tuple[str, int], ...], nodes: list[NodeState]):
         self.items = items
         self.nodes = nodes
+        self.members = set(nodes)
         self.free = _Candidates(nodes)
         self.open = _Candidates(nodes)
         self.error: str | None = None
@@ -206,9 +210,11 @@ class GlobalScheduler:
 
     # -- the shape index -----------------------------------------------------
     def _forget_shapes(self) -> None:
-        self._wake_all = bool(self.queues)  # registrations go with the shapes
+        """Nodes changed: rebuild the index on demand; queue registrations go with it."""
         self._woken.clear()
-        if self._shapes:
+        if self.queues:
+            self._wake_all = True
+        if self._shapes or self.queues:
             for node in self.nodes.values():
                 node.shapes.clear()
                 node.keys.clear()
@@ -267,11 +273,12 @@ class GlobalScheduler:
     def place(self, demand: dict[str, int], strategy: Any = "DEFAULT",
               preferred: Iterable[int] = ()) -> int | None:
         """A rank with room for ``demand`` now, or None; raises if it can never fit."""
+        shape = self._shapes.get(tuple(demand.items())) or self._shape(demand)
         if isinstance(strategy, NodeAffinity):
             rank = self.by_id.get(strategy.node_id)
             node = self.nodes.get(rank) if rank is not None else None
-            if node is not None and node.alive and node.fits_ever(demand):
-                if node.has_room(demand):
+            if node is not None and node in shape.members:  # alive and could hold it
+                if self._open(shape, node):
                     return rank
                 if not strategy.soft:
                     return None
@@ -279,9 +286,8 @@ class GlobalScheduler:
                 self.check_feasible(demand, strategy)
         for rank in preferred:
             node = self.nodes.get(rank)
-            if node is not None and node.alive and node.fits_ever(demand) and node.has_room(demand):
+            if node is not None and node in shape.members and self._open(shape, node):
                 return rank
-        shape = self._shapes.get(tuple(demand.items())) or self._shape(demand)
         spread = strategy == "SPREAD"
         # first pass: a node with free capacity; second: a node whose queue may grow
         rank = self._pick(shape.free, shape.items, True, spread)
@@ -290,6 +296,16 @@ class GlobalScheduler:
             if rank is None and not shape.nodes:
                 self._raise_infeasible(demand, shape)
         return rank
+
+    @staticmethod
+    def _open(shape: _Shape, node: NodeState) -> bool:
+        """Whether ``node`` has room (pipelined) for ``shape``: the index answers most asks."""
+        if node not in shape.open.pos:
+            return False
+        if node.room(shape.items, False):
+            return True
+        shape.open.remove(node)
+        return False
 
     def _pick(self, cands: _Candidates, items: tuple, strict: bool, spread: bool) -> int | None:
         self._rr += 1
@@ -496,6 +512,7 @@ class GlobalScheduler:
             demand = dict(key)
             expect = [n for n in self.nodes.values() if n.alive and n.fits_ever(demand)]
             assert shape.nodes == expect, (key, [n.rank for n in shape.nodes])
+            assert shape.members == set(expect), key
             for cands in (shape.free, shape.open):
                 assert len(cands.items) == len(cands.pos)
                 assert all(cands.items[i] is n for n, i in cands.pos.items())

@@ -106,7 +106,9 @@ class Service:
             else:
                 self.transport.send(dest, msg)
         self.transport.flush()
-        return bool(batches or out or changes or data or self.xfer.busy())
+        # heartbeats alone are not activity: they must not keep an idle loop awake
+        chatter = any(msg[0] != m.HEARTBEAT for _, batch in batches for msg in batch)
+        return bool(chatter or out or changes or data or self.xfer.busy())
 
     def _handle(self, src: int, msg: tuple) -> None:
         kind = msg[0]

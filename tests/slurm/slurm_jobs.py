@@ -107,13 +107,14 @@ def output_file(cwd: Path, job: str) -> Path:
 
 def run_job(script: Path, *args: str, sbatch_opts: tuple[str, ...] = (), cwd: Path,
             env: dict, deadline: float = 90) -> Finished:
-    """Submit, wait, and collect; resubmits once if Slurm's PMI-2 server garbled the start-up."""
+    """Submit, wait, and collect; resubmits (up to twice) if Slurm's PMI-2 server garbled
+    the start-up, which it does now and then under load (see docs/slurm.md)."""
     t0 = time.monotonic()
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3):
         job = submit(script, *args, sbatch_opts=sbatch_opts, cwd=cwd, env=env)
-        if wait_gone(job, deadline, watch=(lambda: output_file(cwd, job)) if attempt == 1 else None):
+        if wait_gone(job, deadline, watch=(lambda: output_file(cwd, job)) if attempt < 3 else None):
             break
-        print(f"job {job}: Slurm's pmi2 server garbled MPI start-up; resubmitting once")
+        print(f"job {job}: Slurm's pmi2 server garbled MPI start-up; resubmitting")
     state, code = final_state(job)
     out = output_file(cwd, job)
     text = out.read_text() if out.exists() else f"(no output file {out.name} in {cwd})"
