@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -79,7 +80,14 @@ class Pool:
         return w
 
     def ready(self, timeout: float) -> list[Worker]:
-        """Workers with a message waiting (``timeout`` is rounded up to whole ms by epoll)."""
+        """Workers with a message waiting, waiting at most ``timeout`` seconds.
+
+        epoll rounds timeouts up to whole milliseconds; below that, select(2) keeps
+        microseconds, so a short wait still wakes the moment a worker writes.
+        """
+        if 0 < timeout < 1e-3 and len(self.workers) < 512:
+            fds, _, _ = select.select(list(self.workers), [], [], timeout)
+            return [self.workers[fd] for fd in fds]
         return [key.data for key, _ in self.selector.select(timeout)]
 
     def take(self, gpus: tuple) -> Worker:

@@ -139,12 +139,7 @@ class Raylet:
                     getattr(self, "on_" + msg[0])(src, *msg[1:])
             if not self.running:
                 break
-            # poll()/epoll() round timeouts up to whole milliseconds: short waits sleep instead
-            wait = 0 if busy or delay < 1e-3 else delay
-            ready = self.pool.ready(wait)
-            if not ready and not busy and wait == 0:
-                time.sleep(delay)
-                ready = self.pool.ready(0)
+            ready = self.pool.ready(0 if busy else delay)
             for w in ready:
                 busy = True
                 self._from_worker(w)
