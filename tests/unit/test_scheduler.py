@@ -327,3 +327,59 @@ def test_ready_keys_wakes_only_queues_that_a_release_may_serve():
     s.add_node(4, "n4", {"CPU": UNIT})
     assert list(s.ready_keys()) == [k_gpu, k_pin, k_spread]  # the cluster changed: every queue
     s.validate()
+
+
+@pytest.mark.parametrize("nnodes", [10, 150])
+def test_draining_ready_keys_leaves_no_placeable_task_behind(nnodes):
+    """A GCS that drains only ready_keys() after each release never strands a task."""
+    import random
+    rng = random.Random(nnodes)
+    s = mixed_cluster(nnodes, seed=nnodes)
+    tasks, running, peak = {}, [], 0
+
+    def dispatch(tid, rank):
+        s.acquire(rank, tasks[tid][0])
+        running.append((rank, tid))
+
+    def drain():  # GCS._drain_queues, iterating s.ready_keys()
+        for key in s.ready_keys():
+            q = s.queues[key]
+            while q:
+                rank = s.place(*tasks[q[0]])
+                if rank is None:
+                    break
+                dispatch(q.popleft(), rank)
+            if not q:
+                del s.queues[key]
+
+    for tid in range(5000):
+        if running and rng.random() < 0.35:
+            rank, done = running.pop(rng.randrange(len(running)))
+            s.release(rank, tasks[done][0])
+            drain()
+        else:
+            x = rng.random()
+            strategy = ("SPREAD" if x < 0.2 else
+                        NodeAffinity(f"n{rng.randint(1, nnodes)}", soft=x < 0.25) if x < 0.3 else
+                        "DEFAULT")
+            demand = rng.choice(SHAPES)
+            try:
+                s.check_feasible(demand, strategy)
+            except InfeasibleResourceError:
+                continue
+            tasks[tid] = (demand, strategy)
+            rank = s.place(demand, strategy)
+            if rank is None:
+                s.enqueue(s.shape(demand, strategy), tid)
+            else:
+                dispatch(tid, rank)
+        peak = max(peak, s.queued())
+        if tid % 50 == 0:
+            for q in s.queues.values():  # no queue's head could be placed now
+                assert reference_place(s, *tasks[q[0]])[0] is None, tasks[q[0]]
+            s.validate()
+    while running:  # everything finishes: every queued task gets to run
+        rank, done = running.pop(0)
+        s.release(rank, tasks[done][0])
+        drain()
+    assert not s.queues and s.queued() == 0 and peak > 50
