@@ -181,7 +181,7 @@ class GCS:
 
     def _drain_queues(self) -> None:
         sched = self.scheduler
-        for key in list(sched.queues):
+        for key in sched.ready_keys():
             q = sched.queues[key]
             while q:
                 task = self.tasks.get(q[0])
