@@ -23,6 +23,10 @@ from .gcs import GCS, PENDING, lost_failure
 from .service import Service
 
 
+DRIVER_POLL_WINDOW = 0.005  # a waiting driver polls MPI itself this long, then sleeps
+DRIVER_POLL_SLEEP = 3e-5
+
+
 class _LookAgain(Exception):
     """The object moved or is being rebuilt while we fetched it."""
 
@@ -76,8 +80,13 @@ class DriverRuntime:
             refs = [ObjectRef(oid, None) for oid in spec.return_ids]
         for r in refs:  # the creator's hold was counted by submit()
             self._adopt(r)
-        self.service.wake()
+        self._push()
         return refs
+
+    def _push(self) -> None:
+        """Send what the GCS queued now, from this thread, or let the service thread do it."""
+        if self.service.try_step() is None:
+            self.service.wake()
 
     def _adopt(self, ref: ObjectRef) -> None:
         """Count an ObjectRef whose first hold the GCS already knows about."""
@@ -108,7 +117,7 @@ class DriverRuntime:
             self.gcs.put(oid, info, contained, 0)
         ref = ObjectRef(oid, None)
         self._adopt(ref)
-        self.service.wake()
+        self._push()
         return ref
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
@@ -166,12 +175,27 @@ class DriverRuntime:
                     raise _LookAgain  # lost at its owner: rebuilt or moved meanwhile
                 self._cond_wait(end, oid)
 
-    def _cond_wait(self, end: float | None, what: Any) -> None:
+    def _cond_wait(self, end: float | None, what: Any, started: float | None = None) -> None:
+        """Wait (holding ``cond``) for the GCS to change.  For the first few ms of a wait
+        the driver thread polls MPI itself (no hand-off to the service thread); after
+        that it sleeps until the service thread notifies it."""
         if self.service.error is not None:
             raise exc_mod.RaySystemError(f"mpiray's control thread failed: {self.service.error!r}")
-        remaining = None if end is None else end - time.monotonic()
+        now = time.monotonic()
+        remaining = None if end is None else end - now
         if remaining is not None and remaining <= 0:
             raise exc_mod.GetTimeoutError(f"get() timed out waiting for {what}")
+        if started is not None and now - started < DRIVER_POLL_WINDOW:
+            cond = self.service.cond
+            cond.release()
+            try:
+                progressed = self.service.try_step()
+            finally:
+                cond.acquire()
+            if progressed:
+                return
+            self.service.cond.wait(DRIVER_POLL_SLEEP)
+            return
         self.service.cond.wait(0.5 if remaining is None else min(0.5, remaining))
 
     def _wait_ready(self, ids: list[str], needed: int, timeout: float | None,
@@ -181,7 +205,8 @@ class DriverRuntime:
         Each wake-up looks only at ids still pending; when all are needed it stops
         at the first pending one, so a get of n results costs O(n), not O(n^2).
         """
-        end = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        end = None if timeout is None else started + timeout
         ready: dict[str, tuple] = {}
         pending = list(dict.fromkeys(ids))
         objects = self.gcs.objects
@@ -203,7 +228,7 @@ class DriverRuntime:
                 if len(ready) >= needed:
                     return ready
                 try:
-                    self._cond_wait(end, f"{len(pending)} object(s)")
+                    self._cond_wait(end, f"{len(pending)} object(s)", started)
                 except exc_mod.GetTimeoutError:
                     if all_needed:
                         raise exc_mod.GetTimeoutError(

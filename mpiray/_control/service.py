@@ -6,8 +6,12 @@
     ─────────────                       ────────────────────────────
     submit/put/get ──(lock)──> GCS <──(lock)── handle(batch) <── Transport.poll()
           │                     │
-          └──── wake() ────>    └── gcs.out ──> Transport.send/flush ──> raylets
+          └── try_step()/wake() └── gcs.out ──> Transport.send/flush ──> raylets
     get() waits on ``cond``; the service notifies it when objects change.
+
+A submitting or waiting driver thread runs ``step()`` itself when no other
+thread is in it (``try_step``), so a round trip needs no thread hand-off on
+rank 0; the service thread keeps things moving while the driver computes.
 
 The loop never blocks in MPI: it polls with a ``Backoff`` that only yields
 right after activity and sleeps longer the longer nothing happens, on an
@@ -40,6 +44,7 @@ class Service:
         self.tracker = tracker
         self.cond = threading.Condition(threading.Lock())
         self.wake_event = threading.Event()
+        self.io_lock = threading.Lock()  # one thread at a time moves messages
         self.stop = False
         self.byes: set[int] = set()
         self.dead: dict[int, str] = {}
@@ -76,6 +81,21 @@ class Service:
             raise
 
     def step(self) -> bool:
+        """One round of IO: receive, run the GCS, send.  Any thread may call it."""
+        with self.io_lock:
+            return self._step()
+
+    def try_step(self) -> bool | None:
+        """``step()`` unless another thread is in it (then None): lets the driver thread
+        send its own submissions and receive its own results without a thread hand-off."""
+        if not self.io_lock.acquire(blocking=False):
+            return None
+        try:
+            return self._step()
+        finally:
+            self.io_lock.release()
+
+    def _step(self) -> bool:
         batches = self.transport.poll()
         now = time.monotonic()
         for src, _ in batches:
