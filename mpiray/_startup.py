@@ -50,7 +50,7 @@ def start_driver(config: Config, init_args: dict) -> Any:
 def run_raylet(transport: Any) -> None:
     """Serve as a raylet until rank 0 says shutdown."""
     from ._node.raylet import Raylet
-    from ._node.resources import node_resources
+    from ._node.resources import gpu_details, node_resources
 
     hello = transport.bcast(None)
     session = hello["session"]
@@ -64,7 +64,7 @@ def run_raylet(transport: Any) -> None:
     local = [r for r in range(1, transport.size) if hosts[r] == hosts[me]]
     resources, gpu_ids = node_resources(config, local.index(me), len(local))
     node = {"rank": me, "node_id": f"{session[:8]}-n{me}", "host": hosts[me], "pid": os.getpid(),
-            "resources": resources, "gpu_ids": gpu_ids}
+            "resources": resources, "gpu_ids": gpu_ids, "gpus": gpu_details(gpu_ids) if gpu_ids else []}
     transport.gather(node)
     transport.open_stage(config.staging_bytes, STAGING_SLOTS)
     raylet = Raylet(transport, config, session, hosts, node, hello["driver_pid"])

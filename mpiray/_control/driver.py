@@ -255,7 +255,7 @@ class DriverRuntime:
                 out.append({"NodeID": info["node_id"], "Alive": node.alive, "NodeManagerAddress": info["host"],
                             "NodeManagerHostname": info["host"], "Rank": rank, "Pid": info["pid"],
                             "Resources": {k: from_units(v) for k, v in info["resources"].items()},
-                            "GPUIDs": info.get("gpu_ids", [])})
+                            "GPUIDs": info.get("gpu_ids", []), "GPUs": info.get("gpus", [])})
             return out
 
     def cluster_resources(self) -> dict:

@@ -62,6 +62,29 @@ def _memory(environ: Mapping[str, str]) -> int:
         return 0
 
 
+def gpu_details(gpu_ids: list[str]) -> list[dict]:
+    """Model and memory of each GPU from NVML (CUDA_DEVICE_ORDER=PCI_BUS_ID order); [] without it."""
+    try:
+        import pynvml  # noqa: PLC0415
+
+        pynvml.nvmlInit()
+    except Exception:  # no library, no driver, NoDevFiles: nothing to say
+        return []
+    try:
+        out = []
+        for g in gpu_ids:
+            try:
+                h = pynvml.nvmlDeviceGetHandleByIndex(int(g))
+                name = pynvml.nvmlDeviceGetName(h)
+                out.append({"id": g, "name": name.decode() if isinstance(name, bytes) else name,
+                            "memory": int(pynvml.nvmlDeviceGetMemoryInfo(h).total)})
+            except Exception:  # a declared GPU that NVML does not know (tests, UUIDs)
+                pass
+        return out
+    finally:
+        pynvml.nvmlShutdown()
+
+
 def detect(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if environ is None else environ
     return {"cpus": _cpus(env), "gpu_ids": _gpu_ids(env), "memory": _memory(env)}

@@ -58,3 +58,20 @@ def test_init_args_override_env():
         Config().with_args(num_nodes=0)
     with pytest.raises(ValueError):
         Config().with_args(resources={"x": "y"})
+
+
+def test_resources_follow_the_allocation():
+    from mpiray._node.resources import detect, node_resources
+    from mpiray._options import UNIT
+
+    env = {"SLURM_CPUS_ON_NODE": "6", "CUDA_VISIBLE_DEVICES": "2,3", "SLURM_MEM_PER_NODE": "4096"}
+    host = detect(env)
+    assert host == {"cpus": 6, "gpu_ids": ["2", "3"], "memory": 4096 << 20}
+    # two raylets on the host split it; settings override detection
+    res, gpus = node_resources(Config(), 1, 2, env)
+    assert res == {"CPU": 3 * UNIT, "GPU": UNIT, "memory": (2048 << 20) * UNIT} and gpus == ["3"]
+    res, gpus = node_resources(Config(num_cpus=1, num_gpus=0, resources={"nvme": 2}), 0, 1, env)
+    assert res["CPU"] == UNIT and "GPU" not in res and res["nvme"] == 2 * UNIT and gpus == []
+    assert detect({"CUDA_VISIBLE_DEVICES": "NoDevFiles"})["gpu_ids"] == []
+    assert detect({"CUDA_VISIBLE_DEVICES": ""})["gpu_ids"] == []
+    assert detect({"SLURM_JOB_GPUS": "0,1"})["gpu_ids"] == ["0", "1"]

@@ -1,0 +1,145 @@
+"""Cross-rank pull bandwidth: mpiray's pull against raw mpi4py RMA, in one run.
+
+    python benchmarks/pull_bench.py [--sizes 1,100,1024] [--reps 3] [--out FILE]
+
+(it launches ``mpiexec -n 3`` twice itself: once for mpiray, once for raw mpi4py)
+
+Ranks 1 and 2 are raylets; every rank is treated as its own host
+(``MPIRAY_SHARE_HOST_MEMORY=0``), so objects move with MPI one-sided Gets.
+Phase 1 times mpiray: an object made on rank 1, read by a task on rank 2
+(from submit to the task's return, so it includes one task round trip).
+Phase 2 times raw mpi4py on the same ranks after mpiray shut down: a window
+made with ``Win.Allocate`` on rank 1, ``Get`` by rank 2 (a) into a buffer
+touched before (warm, the usual microbenchmark) and (b) into fresh memory, as
+a pull must (its destination is a new object).
+Prints a table and writes JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("MPIRAY_SHARE_HOST_MEMORY", "0")
+
+import numpy as np  # noqa: E402
+
+MiB = 1 << 20
+
+
+def mpiray_phase(sizes: list[int], reps: int) -> dict[int, list[float]]:
+    import mpiray as ray
+
+    ray.init(num_cpus=1, object_store_memory=3 * max(sizes) + (256 << 20))
+    nodes = {n["Rank"]: n["NodeID"] for n in ray.nodes()}
+    on = {r: ray.NodeAffinitySchedulingStrategy(nodes[r]) for r in nodes}
+
+    @ray.remote
+    def make(n):
+        return np.ones(n, dtype=np.uint8)
+
+    @ray.remote
+    def touch(x):
+        return int(x[-1])
+
+    out: dict[int, list[float]] = {}
+    for n in sizes:
+        out[n] = []
+        for _ in range(reps):
+            x = make.options(scheduling_strategy=on[1]).remote(n)
+            ray.wait([x])
+            t0 = time.perf_counter()
+            assert ray.get(touch.options(scheduling_strategy=on[2]).remote(x)) == 1
+            out[n].append(n / (time.perf_counter() - t0) / 1e9)
+            del x
+    ray.shutdown()
+    return out
+
+
+def raw_phase(sizes: list[int], reps: int) -> dict[str, dict[int, list[float]]]:
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    res: dict[str, dict[int, list[float]]] = {"warm": {}, "fresh": {}}
+    for n in sizes:
+        win = MPI.Win.Allocate(n if comm.rank == 1 else 0, comm=comm)
+        if comm.rank == 1:
+            win.tomemory().cast("B")[:] = b"\1" * n
+        win.Lock_all()
+        comm.Barrier()
+        if comm.rank == 2:
+            warm = bytearray(n)
+            for kind in ("warm", "fresh"):
+                res[kind][n] = []
+                for _ in range(reps):
+                    dest = warm if kind == "warm" else np.empty(n, dtype=np.uint8)
+                    t0 = time.perf_counter()
+                    win.Get([dest, MPI.BYTE], 1, (0, n, MPI.BYTE))
+                    win.Flush(1)
+                    res[kind][n].append(n / (time.perf_counter() - t0) / 1e9)
+        comm.Barrier()
+        win.Unlock_all()
+        win.Free()
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1,100,1024", help="MiB, comma separated")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--phase", choices=["mpiray", "raw"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    sizes = [int(s) * MiB for s in args.sizes.split(",")]
+    if args.phase == "mpiray":
+        res = mpiray_phase(sizes, args.reps)  # only rank 0 gets here; raylets exit in init()
+        print("RESULT " + json.dumps(res))
+        return 0
+    if args.phase == "raw":
+        res = raw_phase(sizes, args.reps)
+        from mpi4py import MPI
+
+        if MPI.COMM_WORLD.rank == 2:
+            print("RESULT " + json.dumps(res))
+        return 0
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    found = {}
+    for phase in ("mpiray", "raw"):
+        cmd = [mpiexec, "-n", "3", sys.executable, __file__, "--phase", phase, "--sizes", args.sizes,
+               "--reps", str(args.reps)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+        if out.returncode != 0 or not line:
+            sys.exit(f"{phase} phase failed:\n{out.stdout}\n{out.stderr}")
+        found[phase] = json.loads(line[0][7:])
+    ours = {int(n): v for n, v in found["mpiray"].items()}
+    raw = {k: {int(n): v for n, v in d.items()} for k, d in found["raw"].items()}
+    report(sizes, ours, raw, args.out)
+    return 0
+
+
+def report(sizes, ours, raw, out_path) -> None:
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"{'size':>9} {'mpiray pull':>12} {'raw Get warm':>13} {'raw Get fresh':>14} {'pull/warm':>10} {'pull/fresh':>11}")
+    rows = []
+    for n in sizes:
+        m, w, f = (statistics.median(x) for x in (ours[n], raw["warm"][n], raw["fresh"][n]))
+        print(f"{n >> 20:>6} MiB {m:>9.2f} GB/s {w:>8.2f} GB/s {f:>9.2f} GB/s {m / w:>9.0%} {m / f:>10.0%}")
+        for system, value in (("mpiray", m), ("mpi4py-rma-warm", w), ("mpi4py-rma-fresh", f)):
+            rows.append({"system": system, "workload": f"pull_{n >> 20}MiB", "value": value, "unit": "GB/s",
+                         "ranks": 3, "host": socket.gethostname(), "git": sha,
+                         "date": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    if out_path:
+        with open(out_path, "a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
