@@ -65,9 +65,10 @@ def run_raylet(transport: Any) -> None:
     resources, gpu_ids = node_resources(config, local.index(me), len(local))
     node = {"rank": me, "node_id": f"{session[:8]}-n{me}", "host": hosts[me], "pid": os.getpid(),
             "resources": resources, "gpu_ids": gpu_ids, "gpus": gpu_details(gpu_ids) if gpu_ids else []}
+    raylet = Raylet(transport, config, session, hosts, node, hello["driver_pid"])  # workers start now
     transport.gather(node)
     transport.open_stage(config.staging_bytes, STAGING_SLOTS)
-    raylet = Raylet(transport, config, session, hosts, node, hello["driver_pid"])
+    raylet.xfer.start()
     try:
         raylet.serve()
         transport.close_stage()  # collective with rank 0, after every rank said bye

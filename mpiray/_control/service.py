@@ -53,6 +53,8 @@ class Service:
         self.last_seen: dict[int, float] = {}
         self._last_check = time.monotonic()
         self.xfer = Transfers(transport, store, self._pulled, self._pull_lost)
+        if getattr(transport, "stage", None) is not None:
+            self.xfer.start()
         self.peers: dict[int, tuple] = {}  # rank -> (host, pid) of raylets, for liveness checks
         self.same_host: set[int] = set()
         self.silence_limit = 30.0

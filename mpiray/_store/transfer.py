@@ -66,11 +66,16 @@ class Transfers:
         self.store = store
         self.on_pulled = on_pulled      # (oid, src): the bytes are in the local store now
         self.on_lost = on_lost          # (oid, src): the owner does not have them
-        self.slot_size = transport.slot_size
-        self.free_slots = deque(range(transport.nslots))
+        self.slot_size = 0
+        self.free_slots: deque[int] = deque()
         self.pushes: deque[PushJob] = deque()
         self.pulls: dict[str, PullJob] = {}
         self.bytes_pulled = 0
+
+    def start(self) -> None:
+        """Call once the transport's staging window is open."""
+        self.slot_size = self.t.slot_size
+        self.free_slots = deque(range(self.t.nslots))
 
     # -- requester ---------------------------------------------------------
     def request(self, oid: str, owner: int) -> None:
