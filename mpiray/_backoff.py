@@ -19,7 +19,7 @@ class Backoff:
                  "_last", "_delay")
 
     def __init__(self, fast: float = 3e-5, fast_window: float = 5e-3, busy_max: float = 1e-3,
-                 idle_after: float = 0.5, idle: float = 0.02, deep_after: float = 5.0,
+                 idle_after: float = 0.5, idle: float = 0.02, deep_after: float = 2.0,
                  deep: float = 0.05):
         self.fast, self.fast_window, self.busy_max = fast, fast_window, busy_max
         self.idle_after, self.idle = idle_after, idle

@@ -37,7 +37,8 @@ def worker_env(base: dict[str, str], gpu_ids: tuple, context: dict) -> dict[str,
 
 
 class Worker:
-    __slots__ = ("conn", "fd", "proc", "gpus", "task", "blocked", "funcs", "started", "ready", "get_req")
+    __slots__ = ("conn", "fd", "proc", "gpus", "task", "next", "blocked", "funcs", "started", "ready",
+                 "get_req")
 
     def __init__(self, conn: Connection, proc: subprocess.Popen, gpus: tuple):
         self.conn = conn
@@ -45,6 +46,7 @@ class Worker:
         self.proc = proc
         self.gpus = gpus
         self.task: Any = None  # the running LocalTask, or None when idle
+        self.next: Any = None  # a LocalTask sent ahead, waiting in the socket (prefetch)
         self.blocked = False
         self.funcs: set[str] = set()
         self.started = time.monotonic()
@@ -108,7 +110,7 @@ class Pool:
         return w
 
     def give_back(self, w: Worker) -> None:
-        w.task = None
+        w.task = w.next = None
         w.blocked = False
         lst = self.idle.setdefault(w.gpus, [])
         if len(lst) >= self.max_idle:

@@ -30,10 +30,11 @@ from .._store.transfer import Transfers
 from .pool import Pool, Worker
 
 UNIT = 10_000
+PREFETCH_MAX_SECONDS = 0.002  # prefetch only behind functions that usually run shorter
 
 
 class LocalTask:
-    __slots__ = ("spec", "func", "deps", "missing", "gpus", "worker")
+    __slots__ = ("spec", "func", "deps", "missing", "gpus", "worker", "started", "cancel")
 
     def __init__(self, spec: m.TaskSpec, func: bytes | None, deps: dict):
         self.spec = spec
@@ -42,6 +43,8 @@ class LocalTask:
         self.missing = 0
         self.gpus: tuple = ()
         self.worker: Worker | None = None
+        self.started = 0.0
+        self.cancel: bool | None = None  # a cancel (force?) that waits for the task to start
 
 
 class GetRequest:
@@ -108,6 +111,7 @@ class Raylet:
         self.avail = dict(self.total)
         self.gpu_free = {g: UNIT for g in node["gpu_ids"]}
         self.funcs: dict[str, bytes] = {}
+        self.durations: dict[str, float] = {}  # func id -> recent run time (s)
         self.local = LocalObjects()  # objects made on this node: answers gets without rank 0
         self.placed_here = 0
         self.xfer = Transfers(transport, self.store, self._pulled, self._pull_lost, self._check_driver)
@@ -269,13 +273,25 @@ class Raylet:
             failure = Failure("cancelled", None, "TaskCancelledError", "cancelled", "",
                               task.spec.name, f"rank {self.rank}")
             self.t.send(0, (m.DONE, task_id, [], failure))
-        elif force:
+        elif w.next is task:  # prefetched, not started: interrupt it once it starts
+            task.cancel = force
+        else:
+            self._interrupt(w, force)
+
+    def _interrupt(self, w: Worker, force: bool) -> None:
+        if force:
             w.proc.kill()  # reported through _worker_died; rank 0 knows it was cancelled
         else:
             try:
                 os.kill(w.pid, signal.SIGINT)  # KeyboardInterrupt inside the task
             except ProcessLookupError:
                 pass
+
+    def _ran(self, task: LocalTask) -> None:
+        """Keep a running average of each function's run time (decides prefetching)."""
+        took = time.monotonic() - task.started
+        old = self.durations.get(task.spec.func_id)
+        self.durations[task.spec.func_id] = took if old is None else 0.8 * old + 0.2 * took
 
     def on_objects(self, src: int, items: list) -> None:
         for oid, info in items:
@@ -342,15 +358,44 @@ class Raylet:
                 self.gpu_free[g] -= min(share, UNIT)
             task.gpus = gpus
             w = self.pool.take(gpus)
-            task.worker = w
             w.task = task
-            func = None
-            if task.spec.func_id not in w.funcs:
-                w.funcs.add(task.spec.func_id)
-                func = self.funcs[task.spec.func_id]
-            w.conn.send((m.W_RUN, task.spec, func, task.deps, gpus))
+            self._send_run(w, task)
         if skipped:
             self.queue.rotate(skipped)
+        if self.queue:
+            self._prefetch()
+
+    def _send_run(self, w: Worker, task: LocalTask) -> None:
+        task.worker = w
+        func = None
+        if task.spec.func_id not in w.funcs:
+            w.funcs.add(task.spec.func_id)
+            func = self.funcs[task.spec.func_id]
+        task.started = time.monotonic()
+        w.conn.send((m.W_RUN, task.spec, func, task.deps, task.gpus))
+
+    def _prefetch(self) -> None:
+        """Queue the next short task in a busy worker's socket, behind its running task.
+
+        Only a task with the same resource shape as the running one (it takes over
+        those resources when that one ends), only CPU tasks, only for functions whose
+        recent runs were short, and never behind a task blocked in get().  The worker
+        starts it the moment the current one ends: no wait for a raylet round.
+        """
+        for w in self.pool.workers.values():
+            if not self.queue:
+                return
+            cur = w.task
+            if cur is None or w.next is not None or w.blocked or cur.gpus or \
+                    self.durations.get(cur.spec.func_id, 1.0) > PREFETCH_MAX_SECONDS:
+                continue
+            head = self.queue[0]
+            if head.spec.demand != cur.spec.demand or head.cancel is not None:
+                continue
+            self.queue.popleft()
+            head.gpus = ()
+            w.next = head
+            self._send_run(w, head)
 
     def _release(self, task: LocalTask, blocked: bool) -> None:
         for k, v in task.spec.demand.items():
@@ -384,13 +429,29 @@ class Raylet:
             if task is not None:
                 if w.blocked:
                     self._reacquire_cpu(task)
-                self._release(task, blocked=False)
-            self.pool.give_back(w)
+                    w.blocked = False
+                self._ran(task)
+                nxt = w.next
+                if nxt is not None:  # the prefetched task starts now, on these resources
+                    w.next, w.task = None, nxt
+                    nxt.started = time.monotonic()
+                    if nxt.cancel is not None:
+                        self._interrupt(w, nxt.cancel)
+                else:
+                    self._release(task, blocked=False)
+                    self.pool.give_back(w)
+            else:
+                self.pool.give_back(w)
             self.t.send(0, (m.DONE, task_id, results, failure))
             for oid, info, _contained in results:
                 self._made_here(oid, info)
         elif kind == m.W_SUBMIT:
             self._worker_submit(msg[1], msg[2])
+        elif kind == m.W_BOUNCE:  # a prefetched task reached a worker now blocked in get()
+            nxt = w.next
+            if nxt is not None and nxt.spec.task_id == msg[1]:
+                w.next, nxt.worker = None, None
+                self.queue.appendleft(nxt)
         elif kind == m.W_PUT:
             self.t.send(0, (m.PUT, msg[1], msg[2], msg[3]))
             self._made_here(msg[1], msg[2])
@@ -474,6 +535,10 @@ class Raylet:
         task = w.task
         if w.get_req is not None:
             w.get_req.stale = True
+        nxt = w.next
+        if nxt is not None:  # never started: run it elsewhere
+            w.next, nxt.worker = None, None
+            self.queue.appendleft(nxt)
         if task is None:
             return
         self.waiting.pop(task.spec.task_id, None)

@@ -132,10 +132,19 @@ class WorkerRuntime:
 
     def _fetch(self, ids: list[str]) -> dict[str, tuple]:
         self.send((m.W_GET, ids))
-        msg = self.conn.recv()
-        if msg[0] == m.W_EXIT:
-            os._exit(0)
-        return dict(msg[1])
+        while True:
+            msg = self.conn.recv()
+            if msg[0] == m.W_OBJECTS:
+                return dict(msg[1])
+            if msg[0] == m.W_EXIT:
+                os._exit(0)
+            if msg[0] == m.W_RUN:  # sent ahead of time; we are blocked, so hand it back
+                if msg[2] is not None:  # but keep its function: the raylet counts it as sent
+                    try:
+                        self._function(msg[1], msg[2])
+                    except RuntimeError:
+                        pass  # reported when a task of it runs here
+                self.send((m.W_BOUNCE, msg[1].task_id))
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         infos = self._fetch([r.id for r in refs])

@@ -56,6 +56,7 @@ W_SUBMIT = "submit"        # (TaskSpec, func_bytes | None)
 W_PUT = "put"              # (object_id, ObjInfo, contained_ref_ids)
 W_GET = "get"              # ([object_id],) blocking: the worker waits for W_OBJECTS
 W_REFS = "refs"            # ([(object_id, +1 | -1)],)
+W_BOUNCE = "bounce"        # (task_id,) a prefetched task arrived while blocked in get(): take it back
 
 
 @dataclasses.dataclass(slots=True)
