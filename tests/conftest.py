@@ -122,3 +122,30 @@ def check_scenario(mode: str, result: "Run", results: dict, name: str) -> None:
     assert name in results, f"[{mode}] scenario {name} did not report (rc={result.returncode})\n{result!r}"
     status, detail = results[name]
     assert status == "ok", f"[{mode}] {name}: {detail.replace(' | ', chr(10))}"
+
+
+def scenario_suite(script, modes: dict, timeout: float = 150):
+    """The fixture and tests for a scenario script: one cluster run per mode.
+
+    ``modes`` maps a label to ``(argv, env)`` (argv a callable returning the command,
+    so mpiexec is looked up when the test runs).  Returns ``(suite_run,
+    test_scenario, test_run_ends_cleanly)`` for the test module to bind by name.
+    """
+    names = scenario_names(script)
+
+    @pytest.fixture(scope="module", params=sorted(modes))
+    def suite_run(request):
+        argv, env = modes[request.param]
+        result = run(argv(), timeout=timeout, env=env)
+        return request.param, result, scenario_results(result.stdout)
+
+    @pytest.mark.parametrize("name", names)
+    def test_scenario(suite_run, name):
+        check_scenario(*suite_run, name)
+
+    def test_run_ends_cleanly(suite_run):
+        mode, result, _ = suite_run
+        assert result.returncode == 0, result
+        assert result.leftovers() == [], f"[{mode}] processes of the job are still running"
+
+    return suite_run, test_scenario, test_run_ends_cleanly

@@ -4,24 +4,14 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
-
-from conftest import check_scenario, mpiexec, run, scenario_names, scenario_results
+from conftest import mpiexec, run, scenario_suite
 
 SCRIPT = str(Path(__file__).with_name("resources.py"))
-NAMES = scenario_names(SCRIPT)
 ARGS = json.dumps({"num_cpus": 4, "num_gpus": 2, "memory": 4 << 30, "resources": {"nvme": 1}})
+MODES = {"mpiexec": (lambda: [mpiexec(), "-n", "3", sys.executable, SCRIPT, ARGS], None)}
 
-
-@pytest.fixture(scope="module")
-def resources_run():
-    result = run([mpiexec(), "-n", "3", sys.executable, SCRIPT, ARGS], timeout=180)
-    return "mpiexec", result, scenario_results(result.stdout)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_resource_scenario(resources_run, name):
-    check_scenario(*resources_run, name)
+resources_run, test_resource_scenario, test_resources_run_ends_cleanly = scenario_suite(
+    SCRIPT, MODES, timeout=180)
 
 
 def test_per_rank_settings_come_from_each_ranks_environment():
