@@ -20,11 +20,11 @@ MODES = {
     "embedded": (lambda: [sys.executable, SCRIPT, json.dumps({**ARGS, "num_nodes": 2})], None),
 }
 
-cluster_run, test_scenario, test_run_exits_zero_and_leaves_nothing = scenario_suite(SCRIPT, MODES)
+suite_run, test_scenario, test_run_ends_cleanly = scenario_suite(SCRIPT, MODES)
 
 
-def test_print_in_task_reaches_driver_with_prefix(cluster_run):
-    _, result, _ = cluster_run
+def test_print_in_task_reaches_driver_with_prefix(suite_run):
+    _, result, _ = suite_run
     lines = [l for l in result.stdout.splitlines() if "talking-" in l]
     assert len(lines) == 3, result.stdout
     for line in lines:

@@ -11,4 +11,4 @@ SCRIPT = str(Path(__file__).with_name("faults.py"))
 ARGS = json.dumps({"num_cpus": 2, "object_store_memory": 48 << 20})
 MODES = {"mpiexec": (lambda: [mpiexec(), "-n", "3", sys.executable, SCRIPT, ARGS], None)}
 
-faults_run, test_fault_scenario, test_faults_run_ends_cleanly = scenario_suite(SCRIPT, MODES, timeout=240)
+suite_run, test_scenario, test_run_ends_cleanly = scenario_suite(SCRIPT, MODES, timeout=240)

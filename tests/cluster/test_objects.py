@@ -15,4 +15,4 @@ ENV = {"MPIRAY_SHARE_HOST_MEMORY": "0", "LOOP_ITERS": "10000",
        "LOOP_MIB": os.environ.get("MPIRAY_TEST_LOOP_MIB", "1")}
 MODES = {"mpiexec-rma": (lambda: [mpiexec(), "-n", "4", sys.executable, SCRIPT, ARGS], ENV)}
 
-objects_run, test_object_scenario, test_objects_run_ends_cleanly = scenario_suite(SCRIPT, MODES, timeout=400)
+suite_run, test_scenario, test_run_ends_cleanly = scenario_suite(SCRIPT, MODES, timeout=400)

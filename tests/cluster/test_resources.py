@@ -10,7 +10,7 @@ SCRIPT = str(Path(__file__).with_name("resources.py"))
 ARGS = json.dumps({"num_cpus": 4, "num_gpus": 2, "memory": 4 << 30, "resources": {"nvme": 1}})
 MODES = {"mpiexec": (lambda: [mpiexec(), "-n", "3", sys.executable, SCRIPT, ARGS], None)}
 
-resources_run, test_resource_scenario, test_resources_run_ends_cleanly = scenario_suite(
+suite_run, test_scenario, test_run_ends_cleanly = scenario_suite(
     SCRIPT, MODES, timeout=180)
 
 
