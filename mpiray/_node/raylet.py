@@ -48,11 +48,13 @@ class LocalTask:
 
 
 class GetRequest:
-    __slots__ = ("worker", "ids", "infos", "stale")
+    __slots__ = ("worker", "rid", "ids", "needed", "infos", "stale")
 
-    def __init__(self, worker: Worker, ids: list[str]):
+    def __init__(self, worker: Worker, rid: int, ids: list[str], needed: int):
         self.worker = worker
+        self.rid = rid
         self.ids = ids
+        self.needed = needed
         self.infos: dict[str, tuple] = {}
         self.stale = False  # the task stopped waiting (it ended, e.g. cancelled)
 
@@ -458,7 +460,11 @@ class Raylet:
         elif kind == m.W_REFS:
             self.t.send(0, (m.REFS, msg[1]))
         elif kind == m.W_GET:
-            self._worker_get(w, msg[1])
+            self._worker_get(w, msg[1], msg[2], msg[3])
+        elif kind == m.W_UNGET:  # the worker's get/wait timed out: answer with what is here
+            req = w.get_req
+            if req is not None and req.rid == msg[1]:
+                self._answer(req)
         elif kind == m.W_READY:
             w.ready = True
         else:
@@ -492,13 +498,14 @@ class Raylet:
         else:
             self.t.send(0, (m.SUBMIT, spec, func, None))
 
-    def _worker_get(self, w: Worker, ids: list[str]) -> None:
+    def _worker_get(self, w: Worker, rid: int, ids: list[str], needed: int) -> None:
         ids = list(dict.fromkeys(ids))
-        known = [self.local.get(oid) for oid in ids]
-        if all(k is not None and (k[0] != "path" or os.path.exists(k[1])) for k in known):
-            w.conn.send((m.W_OBJECTS, list(zip(ids, known))))  # no round trip to rank 0
+        known = [(oid, self.local.get(oid)) for oid in ids]
+        known = [(oid, k) for oid, k in known if k is not None and (k[0] != "path" or os.path.exists(k[1]))]
+        if len(known) >= needed:
+            w.conn.send((m.W_OBJECTS, rid, known))  # no round trip to rank 0
             return
-        req = GetRequest(w, ids)
+        req = GetRequest(w, rid, ids, needed)
         w.get_req = req
         if w.task is not None and not w.blocked:
             w.blocked = True
@@ -512,17 +519,21 @@ class Raylet:
         if req.stale:
             return
         req.infos[oid] = local
-        if len(req.infos) == len(req.ids):
-            w = req.worker
-            w.get_req = None
-            if not self.pool.alive(w):
-                return  # the worker died meanwhile
-            if w.blocked and w.task is not None:
-                w.blocked = False
-                self._reacquire_cpu(w.task)
-                self.t.send(0, (m.UNBLOCKED, w.task.spec.task_id))
-            w.blocked = False
-            w.conn.send((m.W_OBJECTS, list(req.infos.items())))
+        if len(req.infos) >= req.needed:
+            self._answer(req)
+
+    def _answer(self, req: GetRequest) -> None:
+        """Reply to a worker's get/wait (complete, or partial after its timeout); unblock it."""
+        req.stale = True
+        w = req.worker
+        w.get_req = None
+        if not self.pool.alive(w):
+            return  # the worker died meanwhile
+        if w.blocked and w.task is not None:
+            self._reacquire_cpu(w.task)
+            self.t.send(0, (m.UNBLOCKED, w.task.spec.task_id))
+        w.blocked = False
+        w.conn.send((m.W_OBJECTS, req.rid, list(req.infos.items())))
 
     def _reacquire_cpu(self, task: LocalTask) -> None:
         cpu = task.spec.demand.get("CPU", 0)

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -23,6 +24,7 @@ from .._protocol import messages as m
 from .._serialization import Blob, loads
 from .._store.shm import Store, register_spill_root
 from .._protocol.messages import Failure
+from ..exceptions import GetTimeoutError
 from .._values import IdGen, decode, encode, make_spec, resolve_arguments, task_failure, where
 
 
@@ -86,6 +88,7 @@ class WorkerRuntime:
         self.gpu_ids: tuple = ()
         self.funcs: dict[str, Any] = {}
         self.running = False  # inside the user's function (SIGINT interrupts only then)
+        self.requests = 0  # ids of this worker's get/wait requests
 
     # -- messages ----------------------------------------------------------
     def send(self, msg: tuple) -> None:
@@ -130,15 +133,28 @@ class WorkerRuntime:
         ref._tracker = self.tracker
         return ref
 
-    def _fetch(self, ids: list[str]) -> dict[str, tuple]:
-        self.send((m.W_GET, ids))
+    def _fetch(self, ids: list[str], needed: int | None = None,
+               timeout: float | None = None) -> dict[str, tuple]:
+        """Local ObjInfo of ``needed`` (default: all) of ``ids``; fewer if ``timeout`` passes."""
+        self.requests += 1
+        rid = self.requests
+        self.send((m.W_GET, rid, ids, len(set(ids)) if needed is None else needed))
+        end = None if timeout is None else time.monotonic() + timeout
+        asked_now = False
         while True:
+            if end is not None and not asked_now:
+                left = end - time.monotonic()
+                if left <= 0 or not self.conn.poll(left):
+                    self.send((m.W_UNGET, rid))  # exactly one W_OBJECTS answers rid either way
+                    asked_now = True
+                    continue
             msg = self.conn.recv()
             if msg[0] == m.W_OBJECTS:
-                return dict(msg[1])
-            if msg[0] == m.W_EXIT:
+                if msg[1] == rid:
+                    return dict(msg[2])
+            elif msg[0] == m.W_EXIT:
                 os._exit(0)
-            if msg[0] == m.W_RUN:  # sent ahead of time; we are blocked, so hand it back
+            elif msg[0] == m.W_RUN:  # sent ahead of time; we are blocked, so hand it back
                 if msg[2] is not None:  # but keep its function: the raylet counts it as sent
                     try:
                         self._function(msg[1], msg[2])
@@ -147,13 +163,18 @@ class WorkerRuntime:
                 self.send((m.W_BOUNCE, msg[1].task_id))
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
-        infos = self._fetch([r.id for r in refs])
+        infos = self._fetch([r.id for r in refs], timeout=timeout)
+        missing = [r.id for r in refs if r.id not in infos]
+        if missing:
+            raise GetTimeoutError(f"get() timed out after {timeout}s: {len(set(missing))} of "
+                                  f"{len(set(r.id for r in refs))} object(s) not ready (e.g. {missing[0]})")
         return [decode(r.id, infos[r.id], self.tracker, self.store) for r in refs]
 
     def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None):
-        # a worker waits for the first num_returns in order: simple and deadlock-free
-        self._fetch([r.id for r in refs[:num_returns]])
-        return list(refs[:num_returns]), list(refs[num_returns:])
+        infos = self._fetch([r.id for r in refs], needed=num_returns, timeout=timeout)
+        ready = [r for r in refs if r.id in infos][:num_returns]
+        taken = set(id(r) for r in ready)
+        return ready, [r for r in refs if id(r) not in taken]
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         raise NotImplementedError("mpiray.cancel() is available on the driver only")

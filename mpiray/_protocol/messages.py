@@ -46,7 +46,7 @@ SLOT_FREE = "slot_free"    # (object_id, slot) done with that slot
 
 # raylet -> worker
 W_RUN = "run"              # (TaskSpec, func_bytes | None, {dep_id: local ObjInfo}, gpu_ids)
-W_OBJECTS = "objects"      # ([(object_id, local ObjInfo)],) answer to W_GET
+W_OBJECTS = "objects"      # (request_id, [(object_id, local ObjInfo)]) answer to W_GET / W_UNGET
 W_EXIT = "exit"            # ()
 
 # worker -> raylet
@@ -54,7 +54,8 @@ W_READY = "ready"          # (pid,)
 W_DONE = "done"            # (task_id, [(object_id, ObjInfo)], failure | None, contained refs)
 W_SUBMIT = "submit"        # (TaskSpec, func_bytes | None)
 W_PUT = "put"              # (object_id, ObjInfo, contained_ref_ids)
-W_GET = "get"              # ([object_id],) blocking: the worker waits for W_OBJECTS
+W_GET = "get"              # (request_id, [object_id], needed) the worker waits for W_OBJECTS
+W_UNGET = "unget"          # (request_id,) timed out: answer now with what is ready
 W_REFS = "refs"            # ([(object_id, +1 | -1)],)
 W_BOUNCE = "bounce"        # (task_id,) a prefetched task arrived while blocked in get(): take it back
 

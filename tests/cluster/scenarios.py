@@ -188,6 +188,24 @@ def scenario_wait_and_timeouts():
     assert isinstance(rex.GetTimeoutError("x"), TimeoutError)
 
 
+def scenario_get_and_wait_timeouts_inside_a_task():
+    @ray.remote
+    def impatient():
+        slow, fast = sleeper.remote(3), ident.remote(7)
+        try:
+            ray.get(slow, timeout=0.3)
+            timed_out = False
+        except rex.GetTimeoutError:
+            timed_out = True
+        ready, rest = ray.wait([slow, fast], num_returns=1, timeout=T)
+        none_ready, _ = ray.wait([slow], timeout=0.1)
+        both = ray.get([fast, slow], timeout=T)  # and a later get still works
+        return timed_out, ready == [fast], rest == [slow], none_ready, both[0]
+
+    timed_out, fast_first, slow_rest, none_ready, value = ray.get(impatient.remote(), timeout=T)
+    assert timed_out and fast_first and slow_rest and none_ready == [] and value == 7
+
+
 def scenario_cluster_info():
     nodes = ray.nodes()
     assert nodes and all(n["Alive"] for n in nodes)
