@@ -18,13 +18,10 @@ import subprocess
 import sys
 from typing import Sequence
 
-from ._commands import ENTRIES, LAUNCHERS, SRUN_MPI, local_command
+from .._comm.mpi import find_mpiexec  # a path lookup: MPI itself is never started here
+from ._commands import LAUNCHERS, SRUN_MPI, local_command
 from ._sbatch import GPU_FLAGS, RAYLET_LAYOUTS, JobSpec, render_sbatch
 
-
-def _find_mpiexec() -> str | None:
-    here = os.path.dirname(sys.executable)
-    return shutil.which("mpiexec", path=os.pathsep.join([here, os.environ.get("PATH", "")]))
 
 
 def _env_pair(text: str) -> tuple[str, str]:
@@ -109,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    mpiexec = ns.mpiexec or _find_mpiexec()
+    mpiexec = ns.mpiexec or find_mpiexec()
     if mpiexec is None:
         parser.error("mpiexec not found: `pip install mpich`, or put your MPI's bin folder on PATH")
     try:

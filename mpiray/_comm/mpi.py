@@ -74,15 +74,9 @@ class Transport:
     def allgather(self, obj: Any) -> list:
         return self.comm.allgather(obj)
 
-    def barrier(self) -> None:
-        self.comm.barrier()
-
     # -- control messages --------------------------------------------------
     def send(self, dest: int, msg: Any) -> None:
         self._out[dest].append(msg)
-
-    def pending(self) -> bool:
-        return bool(self._out)
 
     def flush(self) -> None:
         if self._out:
@@ -169,10 +163,6 @@ def launched_world() -> Transport:
     return Transport(MPI.COMM_WORLD.Dup())
 
 
-def is_spawned_child() -> bool:
-    return _mpi().Comm.Get_parent() != _mpi().COMM_NULL
-
-
 def spawn_world(nprocs: int, args: list[str]) -> Transport:
     """Start ``nprocs`` raylet ranks from this lone process; rank 0 of the result is us."""
     mpiexec = find_mpiexec()
@@ -194,8 +184,3 @@ def join_parent() -> Transport:
     MPI = _mpi()
     inter = MPI.Comm.Get_parent()
     return Transport(inter.Merge(high=True), inter)
-
-
-def world_rank_size() -> tuple[int, int]:
-    MPI = _mpi()
-    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()

@@ -22,7 +22,6 @@ from typing import Any
 
 from .._protocol import messages as m
 from .._protocol.messages import Failure, TaskSpec
-from .._serialization import Blob
 from .scheduler import GlobalScheduler
 
 PENDING, READY, FAILED = "pending", "ready", "failed"
@@ -434,9 +433,3 @@ class GCS:
         for node in self.scheduler.nodes.values():
             assert node.ntasks >= 0, (node.rank, node.ntasks)
             assert all(v >= 0 for v in node.load.values()), (node.rank, node.load)
-
-    @staticmethod
-    def blob_nbytes(info: Any) -> int:
-        if info[0] == "inline":
-            return Blob(*info[1]).nbytes() if not isinstance(info[1], Blob) else info[1].nbytes()
-        return info[2] if info[0] == "shm" else 0

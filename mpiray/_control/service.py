@@ -22,7 +22,6 @@ latency.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from typing import Any

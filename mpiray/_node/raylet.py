@@ -34,11 +34,10 @@ PREFETCH_MAX_SECONDS = 0.002  # prefetch only behind functions that usually run 
 
 
 class LocalTask:
-    __slots__ = ("spec", "func", "deps", "missing", "gpus", "worker", "started", "cancel")
+    __slots__ = ("spec", "deps", "missing", "gpus", "worker", "started", "cancel")
 
-    def __init__(self, spec: m.TaskSpec, func: bytes | None, deps: dict):
+    def __init__(self, spec: m.TaskSpec, deps: dict):
         self.spec = spec
-        self.func = func
         self.deps = deps
         self.missing = 0
         self.gpus: tuple = ()
@@ -115,7 +114,6 @@ class Raylet:
         self.funcs: dict[str, bytes] = {}
         self.durations: dict[str, float] = {}  # func id -> recent run time (s)
         self.local = LocalObjects()  # objects made on this node: answers gets without rank 0
-        self.placed_here = 0
         self.xfer = Transfers(transport, self.store, self._pulled, self._pull_lost, self._check_driver)
         self.queue: deque[LocalTask] = deque()
         self.waiting: dict[str, LocalTask] = {}  # every task sent here and not yet done
@@ -177,7 +175,7 @@ class Raylet:
     def on_tasks(self, src: int, spec: m.TaskSpec, func: bytes | None, deps: dict) -> None:
         if func is not None:
             self.funcs[spec.func_id] = func
-        task = LocalTask(spec, func, {})
+        task = LocalTask(spec, {})
         self.waiting[spec.task_id] = task
         lost = []
         for oid, info in deps.items():
@@ -491,10 +489,9 @@ class Raylet:
         if (spec.strategy == "DEFAULT" and not self.queue and spec.func_id in self.funcs
                 and all(d is not None for d in deps.values()) and self._fits(spec.demand)):
             self.t.send(0, (m.SUBMIT, spec, func, self.rank))
-            task = LocalTask(spec, None, deps)
+            task = LocalTask(spec, deps)
             self.waiting[spec.task_id] = task
             self.queue.append(task)
-            self.placed_here += 1
         else:
             self.t.send(0, (m.SUBMIT, spec, func, None))
 
