@@ -25,12 +25,13 @@ from .._protocol.messages import Failure, TaskSpec
 from .scheduler import GlobalScheduler
 
 PENDING, READY, FAILED = "pending", "ready", "failed"
+PENDING_HERE = ("pending",)  # ObjInfo of an input still being made on the rank the task goes to
 LOCALITY_MIN_BYTES = 1 << 20  # arguments smaller than this do not attract their task
 
 
 class ObjectEntry:
     __slots__ = ("state", "info", "refcount", "pins", "contained", "waiting_tasks",
-                 "subscribers", "copies", "producer")
+                 "subscribers", "copies", "producer", "made_at")
 
     def __init__(self, state: str, info: Any = None, producer: str | None = None):
         self.state = state
@@ -42,10 +43,11 @@ class ObjectEntry:
         self.subscribers: set[int] = set()
         self.copies: set[int] = set()
         self.producer = producer
+        self.made_at = 0  # GCS event count when it last became ready (tells stale reports)
 
 
 class TaskEntry:
-    __slots__ = ("spec", "state", "rank", "missing", "owner", "blocked", "cancelled")
+    __slots__ = ("spec", "state", "rank", "missing", "owner", "blocked", "cancelled", "sent_at")
 
     def __init__(self, spec: TaskSpec, owner: int):
         self.spec = spec
@@ -55,6 +57,7 @@ class TaskEntry:
         self.owner = owner
         self.blocked = False
         self.cancelled = False
+        self.sent_at = 0
 
 
 def lost_failure(object_id: str, why: str) -> Failure:
@@ -76,6 +79,8 @@ class GCS:
         self.nodes: dict[int, dict] = {}
         self.lineage: dict[str, list] = {}  # task id -> [spec, live return objects]
         self.children: dict[str, set[str]] = {}  # task id -> tasks it submitted (while running)
+        self.seq = 0  # counts objects becoming ready; orders reports against rebuilds
+        self.deferred: dict[int, list[str]] = {}  # rank -> tasks to send there early when it has room
         self.scheduler = GlobalScheduler(pipeline)
         self.out: list[tuple[int, Any]] = []
         self.changed = False
@@ -130,9 +135,48 @@ class GCS:
                 continue  # freed or unknown: found missing when the task is made ready
             if entry.state == PENDING:
                 task.missing += 1
-                entry.waiting_tasks.append(spec.task_id)
+                if spec.task_id not in entry.waiting_tasks:  # a bounced task re-enters
+                    entry.waiting_tasks.append(spec.task_id)
         if task.missing == 0:
             self._make_ready(task)
+        else:
+            self._try_early(task)
+
+    def _try_early(self, task: TaskEntry) -> None:
+        """Send a task whose inputs are all being made on one rank to that rank now, to
+        wait there for them (Ray-style pipelining of dependent tasks: no round trip to
+        rank 0 between producer and consumer).  No room yet: retried when that rank frees."""
+        rank = self._early_rank(task)
+        if rank is None:
+            return
+        if not self.scheduler.nodes[rank].has_room(task.spec.demand):
+            self.deferred.setdefault(rank, []).append(task.spec.task_id)
+            return
+        self._dispatch(task, rank)
+
+    def _early_rank(self, task: TaskEntry) -> int | None:
+        """The rank running every producer of the task's pending inputs, if any."""
+        spec = task.spec
+        if spec.strategy != "DEFAULT":
+            return None
+        rank = None
+        for oid in spec.deps:
+            entry = self.objects.get(oid)
+            if entry is None or entry.state == FAILED:
+                return None
+            if entry.state != PENDING:
+                continue
+            producer = self.tasks.get(entry.producer) if entry.producer else None
+            if producer is None or producer.state != "running" or producer.cancelled:
+                return None
+            if rank is None:
+                rank = producer.rank
+            elif rank != producer.rank:
+                return None
+        node = self.scheduler.nodes.get(rank) if rank is not None else None
+        if node is None or not node.alive or not node.fits_ever(spec.demand):
+            return None
+        return rank
 
     def fail_submit(self, spec: TaskSpec, failure: Failure) -> None:
         """Record a task refused at submission (e.g. infeasible from a worker)."""
@@ -169,14 +213,23 @@ class GCS:
     def _dispatch(self, task: TaskEntry, rank: int) -> None:
         spec = task.spec
         self.scheduler.acquire(rank, spec.demand)
-        task.state, task.rank = "running", rank
+        task.state, task.rank, task.sent_at = "running", rank, self.seq
         sent = self.func_sent.setdefault(spec.func_id, set())
         func = None
         if rank not in sent:
             sent.add(rank)
             func = self.functions[spec.func_id]
-        deps = {oid: self.objects[oid].info for oid in spec.deps}
+        deps = {}
+        for oid in spec.deps:
+            entry = self.objects[oid]
+            deps[oid] = entry.info if entry.state != PENDING else PENDING_HERE
         self.out.append((rank, (m.TASKS, spec, func, deps)))
+        for oid in spec.return_ids:  # its consumers may now follow it there
+            entry = self.objects.get(oid)
+            for tid in entry.waiting_tasks if entry is not None else ():
+                consumer = self.tasks.get(tid)
+                if consumer is not None and consumer.state == "waiting":
+                    self._try_early(consumer)
 
     def _drain_queues(self) -> None:
         sched = self.scheduler
@@ -215,7 +268,9 @@ class GCS:
         if failure is not None and failure.kind == "lostdep" and not task.cancelled:
             # an argument's bytes vanished: rebuild it, then run this task again (no retry used)
             for oid in failure.lost:
-                self.object_lost(oid)
+                entry = self.objects.get(oid)
+                if entry is not None and entry.made_at <= task.sent_at:  # not remade since
+                    self.object_lost(oid)
             task.state, task.rank = "waiting", None
             self._enter(task)  # pins the arguments again before the old pins go
             for oid in spec.arg_refs:
@@ -230,6 +285,10 @@ class GCS:
             self._finish_failed(task, failure)
         else:
             self._finish_ok(task, results)
+        for tid in self.deferred.pop(rank, ()):  # consumers that waited for room here
+            consumer = self.tasks.get(tid)
+            if consumer is not None and consumer.state == "waiting":
+                self._try_early(consumer)
         self._drain_queues()
 
     def _finish_ok(self, task: TaskEntry, results: list) -> None:
@@ -260,6 +319,8 @@ class GCS:
             entry = self.objects[oid] = ObjectEntry(PENDING)
         entry.state = FAILED if info[0] == "err" else READY
         entry.info = info
+        self.seq += 1
+        entry.made_at = self.seq
         if info[0] == "shm":
             entry.copies.add(info[1])
         entry.contained = tuple(contained)

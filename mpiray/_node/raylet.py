@@ -113,6 +113,7 @@ class Raylet:
         self.gpu_free = {g: UNIT for g in node["gpu_ids"]}
         self.funcs: dict[str, bytes] = {}
         self.durations: dict[str, float] = {}  # func id -> recent run time (s)
+        self.dep_waiters: dict[str, list[LocalTask]] = {}  # input id -> tasks sent here early
         self.local = LocalObjects()  # objects made on this node: answers gets without rank 0
         self.xfer = Transfers(transport, self.store, self._pulled, self._pull_lost, self._check_driver)
         self.queue: deque[LocalTask] = deque()
@@ -179,6 +180,19 @@ class Raylet:
         self.waiting[spec.task_id] = task
         lost = []
         for oid, info in deps.items():
+            if info[0] == "pending":  # being made here (or already made): wait for it locally
+                local = self.local.get(oid)
+                if local is not None and local[0] == "path" and not os.path.exists(local[1]):
+                    local = None  # an older copy that was lost; the new one is on its way
+                if local is None:
+                    if oid.rsplit(".", 1)[0] not in self.waiting:
+                        lost.append(oid)  # made and forgotten, or failed: rank 0 knows
+                        continue
+                    self.dep_waiters.setdefault(oid, []).append(task)
+                    task.missing += 1
+                    continue
+                task.deps[oid] = local
+                continue
             local = self._localize(oid, info, task)
             if local is None:
                 task.missing += 1
@@ -220,6 +234,7 @@ class Raylet:
         failure = Failure("lostdep", None, "ObjectLostError", f"arguments {lost} are lost", "",
                           spec.name, f"rank {self.rank}", lost=tuple(lost))
         self.t.send(0, (m.DONE, spec.task_id, [], failure))
+        self._made_nothing(spec)
 
     # -- pulls (see _store/transfer.py) ------------------------------------
     def on_pull(self, src: int, oid: str, requester: int) -> None:
@@ -273,6 +288,7 @@ class Raylet:
             failure = Failure("cancelled", None, "TaskCancelledError", "cancelled", "",
                               task.spec.name, f"rank {self.rank}")
             self.t.send(0, (m.DONE, task_id, [], failure))
+            self._made_nothing(task.spec)
         elif w.next is task:  # prefetched, not started: interrupt it once it starts
             task.cancel = force
         else:
@@ -445,6 +461,8 @@ class Raylet:
             self.t.send(0, (m.DONE, task_id, results, failure))
             for oid, info, _contained in results:
                 self._made_here(oid, info)
+            if failure is not None and task is not None:
+                self._made_nothing(task.spec)
         elif kind == m.W_SUBMIT:
             self._worker_submit(msg[1], msg[2])
         elif kind == m.W_BOUNCE:  # a prefetched task reached a worker now blocked in get()
@@ -480,6 +498,17 @@ class Raylet:
         for req in self.obj_waiters.pop(oid, []):
             if not req.stale:
                 self._got(req, oid, local)
+        for task in self.dep_waiters.pop(oid, []):
+            task.deps[oid] = local
+            task.missing -= 1
+            if task.missing == 0 and task.spec.task_id in self.waiting:
+                self.queue.append(task)
+
+    def _made_nothing(self, spec: m.TaskSpec) -> None:
+        """A task here ended without results: tasks waiting here for them go back to rank 0."""
+        for oid in spec.return_ids:
+            for task in self.dep_waiters.pop(oid, []):
+                self._lost_dependency(task, [oid])
 
     def _worker_submit(self, spec: m.TaskSpec, func: bytes | None) -> None:
         """Run a nested task here when it fits now and its inputs are here; else ask rank 0."""
@@ -559,3 +588,4 @@ class Raylet:
                f"The task was tried {spec.attempt + 1} time(s) (max_retries={spec.max_retries}).")
         failure = Failure("crash", None, "WorkerCrashedError", msg, "", spec.name, where, retryable=True)
         self.t.send(0, (m.DONE, spec.task_id, [], failure))
+        self._made_nothing(spec)

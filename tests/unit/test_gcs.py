@@ -29,10 +29,10 @@ def make(nodes=1, cpus=2):
     return g
 
 
-def spec(tid, deps=(), cpus=1, retries=0, arg_refs=None):
+def spec(tid, deps=(), cpus=1, retries=0, arg_refs=None, strategy="DEFAULT"):
     return TaskSpec(task_id=tid, name="f", func_id="F", args=None, args_ref=None, deps=tuple(deps),
                     return_ids=(f"{tid}.0",), demand={"CPU": cpus * UNIT}, max_retries=retries,
-                    arg_refs=tuple(deps) if arg_refs is None else arg_refs)
+                    arg_refs=tuple(deps) if arg_refs is None else arg_refs, strategy=strategy)
 
 
 def inline(v):
@@ -56,7 +56,7 @@ def test_independent_task_is_dispatched_with_function_once():
 def test_dependency_waits_then_carries_inline_value():
     g = make()
     g.submit(spec("a"), b"code", 0)
-    g.submit(spec("b", deps=["a.0"]), None, 0)
+    g.submit(spec("b", deps=["a.0"], strategy="SPREAD"), None, 0)  # SPREAD: never sent early
     assert len(take(g)) == 1
     g.task_done(1, "a", [("a.0", inline(5), ())], None)
     out = take(g)
@@ -66,10 +66,23 @@ def test_dependency_waits_then_carries_inline_value():
 def test_failure_propagates_without_running_dependents():
     g = make()
     g.submit(spec("a"), b"code", 0)
-    g.submit(spec("b", deps=["a.0"]), None, 0)
+    g.submit(spec("b", deps=["a.0"], strategy="SPREAD"), None, 0)
     take(g)
     f = Failure("error", None, "ValueError", "x", "tb", "f", "rank 1")
     g.task_done(1, "a", [], f)
+    assert take(g) == []
+    assert g.objects["b.0"].info == ("err", f)
+
+
+def test_failure_propagates_to_a_dependent_sent_early():
+    g = make()
+    g.submit(spec("a"), b"code", 0)
+    g.submit(spec("b", deps=["a.0"]), None, 0)
+    assert [msg[1].task_id for _, msg in take(g)] == ["a", "b"]
+    f = Failure("error", None, "ValueError", "x", "tb", "f", "rank 1")
+    g.task_done(1, "a", [], f)
+    # the raylet hands b back: a made nothing there
+    g.task_done(1, "b", [], Failure("lostdep", None, "ObjectLostError", "", "", "b", "", lost=("a.0",)))
     assert take(g) == []
     assert g.objects["b.0"].info == ("err", f)
 
@@ -161,3 +174,44 @@ def test_locality_prefers_node_with_big_argument():
     g.put("big", ("shm", 2, 1 << 30), (), 0)
     g.submit(spec("a", deps=["big"]), b"code", 0)
     assert take(g)[0][0] == 2
+
+
+def test_consumer_is_sent_early_to_the_rank_making_its_input():
+    g = make(nodes=2, cpus=2)
+    g.submit(spec("a"), b"code", 0)
+    (rank_a, _), = take(g)
+    g.submit(spec("b", deps=["a.0"]), None, 0)
+    out = take(g)
+    assert [(d, msg[1].task_id) for d, msg in out] == [(rank_a, "b")]
+    assert out[0][1][3] == {"a.0": ("pending",)}
+
+
+def test_early_sends_wait_for_room_and_resume_when_it_frees():
+    g = make(nodes=1, cpus=1)  # pipeline 1.0: one task at a time on the only node
+    g.submit(spec("a"), b"code", 0)
+    g.submit(spec("b", deps=["a.0"]), None, 0)
+    assert [msg[1].task_id for _, msg in take(g)] == ["a"]
+    g.task_done(1, "a", [("a.0", inline(1), ())], None)
+    out = take(g)
+    assert [msg[1].task_id for _, msg in out] == ["b"] and out[0][1][3] == {"a.0": inline(1)}
+
+
+def test_bounced_consumer_waits_for_its_input_again():
+    g = make(nodes=1, cpus=4)
+    g.submit(spec("a", retries=1), b"code", 0)
+    g.submit(spec("b", deps=["a.0"]), None, 0)
+    assert [msg[1].task_id for _, msg in take(g)] == ["a", "b"]
+    crash = Failure("crash", None, "WorkerCrashedError", "died", "", "f", "", retryable=True)
+    g.task_done(1, "a", [], crash)  # retried (and b may follow it again)
+    g.task_done(1, "b", [], Failure("lostdep", None, "ObjectLostError", "", "", "b", "", lost=("a.0",)))
+    out = take(g)
+    assert "a" in [msg[1].task_id for _, msg in out]
+    assert g.objects["a.0"].waiting_tasks.count("b") <= 1
+    g.task_done(1, "a", [("a.0", inline(5), ())], None)
+    if g.tasks["b"].state == "running":  # sent early again: finish it
+        g.task_done(1, "b", [("b.0", inline(6), ())], None)
+    else:
+        (_, msg), = take(g)
+        assert msg[1].task_id == "b" and msg[3] == {"a.0": inline(5)}
+        g.task_done(1, "b", [("b.0", inline(6), ())], None)
+    assert g.objects["b.0"].state == READY
