@@ -17,7 +17,7 @@ from .. import exceptions as exc_mod
 from .._objref import ObjectRef, RefTracker
 from .._options import TaskOptions, from_units
 from .._protocol import messages as m
-from .._store.shm import Store, check_shared_memory, register_spill_root
+from .._store.shm import Store, check_shared_memory, register_spill_root, sweep_stale
 from .._values import IdGen, decode, encode, make_spec
 from .gcs import GCS, PENDING, lost_failure
 from .service import Service
@@ -47,6 +47,7 @@ class DriverRuntime:
         from .._node.resources import detect, store_capacity
 
         self.store = Store(session, 0, config.store_root, config.spill_dir)
+        sweep_stale(os.path.dirname(self.store.root))  # left by jobs that were SIGKILLed
         self.store.create()
         register_spill_root(self.store)
         self.capacity = self.store.capacity = check_shared_memory(

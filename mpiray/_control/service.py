@@ -195,6 +195,10 @@ class Service:
     def fatal(self, message: str) -> None:
         try:
             os.write(2, (message + "\n").encode())
+            if self.store is not None:  # this host's share of the job's objects
+                import shutil
+
+                shutil.rmtree(self.store.root, ignore_errors=True)
             time.sleep(0.2)  # let the launcher forward the message before the abort tears down
         finally:
             self.transport.abort(1)

@@ -97,6 +97,8 @@ class Store:
 
     def create(self) -> None:
         os.makedirs(self.dir, exist_ok=True)
+        with open(os.path.join(self.root, f".pid-r{self.rank}"), "w") as f:
+            f.write(str(os.getpid()))
 
     def path(self, object_id: str, rank: int | None = None) -> str:
         return os.path.join(self.dir if rank is None else self.dir_of(rank), object_id)
@@ -201,12 +203,59 @@ class Store:
 
     def destroy(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            os.unlink(os.path.join(self.root, f".pid-r{self.rank}"))
+        except FileNotFoundError:
+            pass
         shutil.rmtree(os.path.join(self.spill, f"r{self.rank}"), ignore_errors=True)
         for d in (self.root, self.spill):
             try:
                 os.rmdir(d)
             except OSError:
                 pass
+
+
+def sweep_stale(parent: str, min_age: float = 60.0) -> int:
+    """Remove this user's ``mpiray-*`` store folders under ``parent`` whose processes are all
+    gone (a job killed with SIGKILL cannot clean up after itself).  Returns how many."""
+    import time
+
+    removed, now, uid = 0, time.time(), os.getuid()
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith("mpiray-") or entry.name.startswith("mpiray-spill-"):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if st.st_uid != uid or now - st.st_mtime < min_age or not entry.is_dir(follow_symlinks=False):
+                continue
+            pids = []
+            for name in os.listdir(entry.path):
+                if name.startswith(".pid-r"):
+                    with open(os.path.join(entry.path, name)) as f:
+                        pids.append(int(f.read().strip() or 0))
+        except (OSError, ValueError):
+            continue
+        if any(_alive(pid) for pid in pids):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def map_file(path: str) -> memoryview:

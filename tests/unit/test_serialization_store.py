@@ -99,3 +99,27 @@ def test_nested_argument_resolution():
     assert a2 == ([7, {"k": 7}], (7,)) and k2 == {"x": 7}
     a3, _ = resolve_arguments(args, kwargs, {"a.0": 7}, nested=False)
     assert a3[0][0] is r
+
+
+def test_sweep_removes_only_dead_sessions(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from mpiray._store.shm import sweep_stale
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for name, pid in (("mpiray-dead", dead.pid), ("mpiray-live", os.getpid())):
+        d = tmp_path / name / "r0"
+        d.mkdir(parents=True)
+        (tmp_path / name / ".pid-r0").write_text(str(pid))
+        os.utime(tmp_path / name, (0, 0))  # old enough
+    young = tmp_path / "mpiray-young"
+    young.mkdir()
+    (young / ".pid-r0").write_text(str(dead.pid))
+    other = tmp_path / "not-ours"
+    other.mkdir()
+    assert sweep_stale(str(tmp_path)) == 1
+    assert not (tmp_path / "mpiray-dead").exists()
+    assert (tmp_path / "mpiray-live").exists() and young.exists() and other.exists()
