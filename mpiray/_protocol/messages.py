@@ -80,6 +80,12 @@ class TaskSpec:
     attempt: int = 0
     parent: str | None = None  # the task that submitted this one (for recursive cancel)
 
+    def __reduce__(self):  # positional fields: half the bytes and time of the default
+        return (TaskSpec, tuple(getattr(self, name) for name in _SPEC_FIELDS))
+
+
+_SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(TaskSpec))
+
 
 @dataclasses.dataclass(slots=True)
 class Failure:
