@@ -6,13 +6,18 @@ the dead raylet, prints which rank and host died, and aborts the job.
 
 from __future__ import annotations
 
+import glob
+import os
 import socket
 import uuid
 from pathlib import Path
 
 import pytest
 
-from slurm_jobs import job_env, processes_with_marker, run_job
+import subprocess
+import time
+
+from slurm_jobs import CMD_TIMEOUT, job_env, output_file, processes_with_marker, submit, wait_gone
 
 pytestmark = pytest.mark.slurm
 
@@ -30,14 +35,66 @@ echo "SRUN_EXIT $?"
 """
 
 
+def started(path, deadline: float) -> bool:
+    """Whether the job reached the kill within ``deadline`` s (Slurm's pmi2 start-up now and
+    then hangs before MPI_Init returns, see docs/slurm.md: such a job is resubmitted)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if path().exists() and "KILLING" in path().read_text():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def mpich_segments() -> set[str]:
+    return set(glob.glob("/dev/shm/mpich_shm_*"))
+
+
+def remove_unmapped(paths: set[str]) -> None:
+    """Delete MPICH shared-memory segments our killed job left (no process maps them).
+    Left behind, a later job whose name hashes the same (job ids repeat after a Slurm
+    state purge) hangs in MPI_Init."""
+    mapped = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/maps") as f:
+                    mapped.update(line.split()[-1] for line in f if "mpich_shm_" in line)
+            except OSError:
+                pass
+    for path in paths - mapped:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
 def test_killed_raylet_under_srun_is_named_and_ends_the_job(tmp_path):
     marker = f"mpiray-slurm-test-{uuid.uuid4().hex}"
     batch = tmp_path / "kill.sbatch"
     batch.write_text(BATCH.format(app=APP))
-    done = run_job(batch, cwd=tmp_path, env=job_env(marker), deadline=60)
-    assert "KILLING" in done.output and "UNREACHABLE" not in done.output, str(done)
-    assert f"mpiray: rank 2 (host {socket.gethostname()}" in done.output and "died" in done.output, str(done)
-    srun_exit = done.output.split("SRUN_EXIT", 1)[1].split()[0]
-    assert srun_exit != "0", str(done)
-    assert done.seconds < 60, str(done)
+    before = mpich_segments()
+    try:
+        check_killed_job(tmp_path, batch, marker)
+    finally:
+        remove_unmapped(mpich_segments() - before)
+
+
+def check_killed_job(tmp_path, batch, marker):
+    for _attempt in range(3):
+        job = submit(batch, cwd=tmp_path, env=job_env(marker))
+        if started(lambda: output_file(tmp_path, job), 30):
+            break
+        subprocess.run(["scancel", job], timeout=CMD_TIMEOUT, check=False)
+        wait_gone(job, 30)
+    else:
+        pytest.fail("three jobs in a row never got through MPI start-up under srun")
+    t0 = time.monotonic()
+    wait_gone(job, 30)  # the kill must end the job, well within the 30 s the issue allows
+    took = time.monotonic() - t0
+    out = output_file(tmp_path, job).read_text()
+    assert "UNREACHABLE" not in out, out
+    assert f"mpiray: rank 2 (host {socket.gethostname()}" in out and "died" in out, out
+    assert out.split("SRUN_EXIT", 1)[1].split()[0] != "0", out
+    assert took < 30, f"{took:.1f}s\n{out}"
     assert processes_with_marker(marker) == []
