@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import time
 
+# Module-level on purpose: MPIPoolExecutor pickles functions by reference, so its worker
+# ranks import them from here (mpiray and Ray get nested copies shipped by value instead,
+# see _workloads.make_tasks).
+
 
 def noop():
     return None

@@ -51,38 +51,15 @@ def command(
     """The command line for one runner subprocess, or a string saying why it cannot run."""
     if system == "mpiray":
         return [sys.executable, RUNNER, "mpiray", mode, *runner_args]
-    if system == "mpiray-mpiexec":
+    if system in ("mpiray-mpiexec", "mpi4py.futures"):
         mpiexec = _mpiexec()
         if mpiexec is None:
             return "no mpiexec found"
-        return [
-            mpiexec,
-            "-n",
-            "2",
-            sys.executable,
-            RUNNER,
-            "mpiray",
-            mode,
-            "--launched",
-            *runner_args,
-        ]
-    if system == "mpi4py.futures":  # spawn mode fails with the MPICH wheel: use launched mode
-        mpiexec = _mpiexec()
-        if mpiexec is None:
-            return "no mpiexec found"
-        return [
-            mpiexec,
-            "-n",
-            "3",
-            sys.executable,
-            "-m",
-            "mpi4py.futures",
-            RUNNER,
-            "mpi4py.futures",
-            mode,
-            "--launched",
-            *runner_args,
-        ]
+        if system == "mpiray-mpiexec":
+            ranks, entry, name = "2", [RUNNER], "mpiray"
+        else:  # spawn mode fails with the MPICH wheel: use launched mode
+            ranks, entry, name = "3", ["-m", "mpi4py.futures", RUNNER], "mpi4py.futures"
+        return [mpiexec, "-n", ranks, sys.executable, *entry, name, mode, "--launched", *runner_args]
     if not ray_python:
         return "no --ray-python (or MPIRAY_BENCH_RAY_PYTHON) given"
     if subprocess.run(

@@ -340,7 +340,7 @@ class Raylet:
             if k == "GPU":
                 if not self._pick_gpus(v):
                     return False
-            elif self.avail.get(k, 0) < v and self.avail.get(k, 0) < self.total.get(k, 0):
+            elif self.avail.get(k, 0) < v:
                 return False
         return True
 
