@@ -150,10 +150,7 @@ class DriverRuntime:
             entry = self.gcs.objects.get(ref.id)
             if entry is not None and entry.producer is not None:
                 self.gcs.cancel(entry.producer, force, recursive)
-            if self.gcs.changed:
-                self.gcs.changed = False
-                self.service.cond.notify_all()
-        self.service.wake()
+        self._push()  # sends the CANCELs and wakes waiters of the cancelled objects
 
     def _can_map(self, rank: int) -> bool:
         return rank == 0 or (self.config.share_host_memory and self.hosts[rank] == self.hosts[0])
