@@ -84,17 +84,22 @@ class NodeState:
     def fits_ever(self, demand: dict[str, int]) -> bool:
         return all(self.total.get(k, 0) >= v for k, v in demand.items())
 
-    def has_room(self, demand: dict[str, int], strict: bool = False) -> bool:
+    def has_room(self, demand: dict[str, int], strict: bool = False, depth: int = 1) -> bool:
         """Room now: within capacity (``strict``) or within the pipelined limit."""
-        return self.room(demand.items(), strict)
+        return self.room(demand.items(), strict, depth)
 
-    def room(self, items: Iterable[tuple[str, int]], strict: bool) -> bool:
-        if self.ntasks >= self.slots:
+    def room(self, items: Iterable[tuple[str, int]], strict: bool, depth: int = 1) -> bool:
+        """``depth`` deepens the pipelined limit (short tasks: a longer queue is still short)."""
+        if self.ntasks >= self.slots * depth:
             return False
-        load, cap = self.load, (self.total if strict else self.limit)
+        load = self.load
+        if strict:
+            cap, mult = self.total, 1
+        else:
+            cap, mult = self.limit, depth
         for k, v in items:
             used = load.get(k, 0)
-            if used > 0 and used + v > cap.get(k, 0):
+            if used > 0 and used + v > cap.get(k, 0) * mult:
                 return False
         return True
 
@@ -140,10 +145,11 @@ class _Waiters:
 class _Shape:
     """One distinct demand: the nodes that could ever hold it and those that may now."""
 
-    __slots__ = ("items", "nodes", "members", "free", "open", "error", "keys")
+    __slots__ = ("items", "depth", "nodes", "members", "free", "open", "error", "keys")
 
-    def __init__(self, items: tuple[tuple[str, int], ...], nodes: list[NodeState]):
+    def __init__(self, items: tuple[tuple[str, int], ...], nodes: list[NodeState], depth: int = 1):
         self.items = items
+        self.depth = depth  # pipelined room is ``depth`` x the node's limit (short tasks)
         self.nodes = nodes
         self.members = set(nodes)
         self.free = _Candidates(nodes)
@@ -220,14 +226,15 @@ class GlobalScheduler:
                 node.keys.clear()
             self._shapes.clear()
 
-    def _shape(self, demand: dict[str, int]) -> _Shape:
-        key = tuple(demand.items())
+    def _shape(self, demand: dict[str, int], depth: int = 1) -> _Shape:
+        items = tuple(demand.items())
+        key = (items, depth)
         shape = self._shapes.get(key)
         if shape is None:
             if len(self._shapes) >= MAX_SHAPES:
                 self._forget_shapes()
             nodes = [n for n in self.nodes.values() if n.alive and n.fits_ever(demand)]
-            shape = self._shapes[key] = _Shape(key, nodes)
+            shape = self._shapes[key] = _Shape(items, nodes, depth)
             for n in nodes:
                 n.shapes.append(shape)
         return shape
@@ -271,9 +278,14 @@ class GlobalScheduler:
         raise InfeasibleResourceError(shape.error)
 
     def place(self, demand: dict[str, int], strategy: Any = "DEFAULT",
-              preferred: Iterable[int] = ()) -> int | None:
-        """A rank with room for ``demand`` now, or None; raises if it can never fit."""
-        shape = self._shapes.get(tuple(demand.items())) or self._shape(demand)
+              preferred: Iterable[int] = (), depth: int = 1) -> int | None:
+        """A rank with room for ``demand`` now, or None; raises if it can never fit.
+
+        ``depth`` > 1 lets a node's queue of such tasks grow ``depth`` times deeper
+        than usual (the GCS passes it for functions that run very briefly, so a
+        node's queue still holds only a few milliseconds of work).
+        """
+        shape = self._shapes.get((tuple(demand.items()), depth)) or self._shape(demand, depth)
         if isinstance(strategy, NodeAffinity):
             rank = self.by_id.get(strategy.node_id)
             node = self.nodes.get(rank) if rank is not None else None
@@ -290,9 +302,9 @@ class GlobalScheduler:
                 return rank
         spread = strategy == "SPREAD"
         # first pass: a node with free capacity; second: a node whose queue may grow
-        rank = self._pick(shape.free, shape.items, True, spread)
+        rank = self._pick(shape.free, shape.items, True, spread, depth)
         if rank is None:
-            rank = self._pick(shape.open, shape.items, False, spread)
+            rank = self._pick(shape.open, shape.items, False, spread, depth)
             if rank is None and not shape.nodes:
                 self._raise_infeasible(demand, shape)
         return rank
@@ -302,24 +314,25 @@ class GlobalScheduler:
         """Whether ``node`` has room (pipelined) for ``shape``: the index answers most asks."""
         if node not in shape.open.pos:
             return False
-        if node.room(shape.items, False):
+        if node.room(shape.items, False, shape.depth):
             return True
         shape.open.remove(node)
         return False
 
-    def _pick(self, cands: _Candidates, items: tuple, strict: bool, spread: bool) -> int | None:
+    def _pick(self, cands: _Candidates, items: tuple, strict: bool, spread: bool,
+              depth: int = 1) -> int | None:
         self._rr += 1
         pool = cands.items
         if not pool:
             return None
         if len(pool) == 1:  # common on a full cluster: the node that just had a release
             node = pool[0]
-            if node.room(items, strict):
+            if node.room(items, strict, depth):
                 return node.rank
             cands.remove(node)
             return None
         if len(pool) <= EXACT_CANDIDATES or len(self.nodes) <= EXACT_NODES:
-            return self._scan(cands, items, strict, spread)
+            return self._scan(cands, items, strict, spread, depth)
         best, best_key, tries = None, 0.0, SAMPLES
         if spread:  # round robin: the fewest tasks among the next few candidates with room
             i = cands.cursor
@@ -327,7 +340,7 @@ class GlobalScheduler:
                 if i >= len(pool):
                     i = 0
                 node = pool[i]
-                if not node.room(items, strict):
+                if not node.room(items, strict, depth):
                     cands.remove(node)  # the last candidate moves to i
                     continue
                 i += 1
@@ -342,7 +355,7 @@ class GlobalScheduler:
         rand = self._random
         while pool:
             node = pool[int(rand() * len(pool))]
-            if not node.room(items, strict):
+            if not node.room(items, strict, depth):
                 cands.remove(node)
                 continue
             key = node.utilization()
@@ -353,12 +366,13 @@ class GlobalScheduler:
                 break
         return None if best is None else best.rank
 
-    def _scan(self, cands: _Candidates, items: tuple, strict: bool, spread: bool) -> int | None:
+    def _scan(self, cands: _Candidates, items: tuple, strict: bool, spread: bool,
+              depth: int = 1) -> int | None:
         """Exact: the least loaded candidate with room, ties broken by a rotating index."""
         n, rr = len(self.nodes), self._rr
         best, best_key, full = None, None, []
         for node in cands.items:
-            if not node.room(items, strict):
+            if not node.room(items, strict, depth):
                 full.append(node)
                 continue
             key = (node.ntasks if spread else node.utilization(), (node.index - rr) % n)
@@ -508,8 +522,8 @@ class GlobalScheduler:
     # -- invariants (tests) ------------------------------------------------
     def validate(self) -> None:
         """Every node with room for an indexed demand is among that demand's candidates."""
-        for key, shape in self._shapes.items():
-            demand = dict(key)
+        for (items, depth), shape in self._shapes.items():
+            key, demand = items, dict(items)
             expect = [n for n in self.nodes.values() if n.alive and n.fits_ever(demand)]
             assert shape.nodes == expect, (key, [n.rank for n in shape.nodes])
             assert shape.members == set(expect), key
@@ -518,7 +532,7 @@ class GlobalScheduler:
                 assert all(cands.items[i] is n for n, i in cands.pos.items())
             for n in shape.nodes:
                 assert shape in n.shapes, (key, n.rank)
-                if n.room(key, True):
+                if n.room(key, True, depth):
                     assert n in shape.free.pos, (key, n.rank, "has free capacity")
-                if n.room(key, False):
+                if n.room(key, False, depth):
                     assert n in shape.open.pos, (key, n.rank, "has pipelined room")

@@ -135,7 +135,7 @@ class Service:
         kind = msg[0]
         gcs = self.gcs
         if kind == m.DONE:
-            gcs.task_done(src, msg[1], msg[2], msg[3])
+            gcs.task_done(src, msg[1], msg[2], msg[3], msg[4] if len(msg) > 4 else None)
         elif kind == m.SUBMIT:
             try:
                 gcs.submit(msg[1], msg[2], src, placed=msg[3] if len(msg) > 3 else None)

@@ -458,7 +458,8 @@ class Raylet:
                     self.pool.give_back(w)
             else:
                 self.pool.give_back(w)
-            self.t.send(0, (m.DONE, task_id, results, failure))
+            took = self.durations.get(task.spec.func_id) if task is not None else None
+            self.t.send(0, (m.DONE, task_id, results, failure, took))
             for oid, info, _contained in results:
                 self._made_here(oid, info)
             if failure is not None and task is not None:

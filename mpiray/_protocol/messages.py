@@ -26,7 +26,7 @@ CANCEL = "cancel"          # (task_id, force)
 
 # raylet -> rank 0
 REGISTER = "register"      # (NodeInfo dict,)
-DONE = "done"              # (task_id, [(object_id, ObjInfo)], failure | None)
+DONE = "done"              # (task_id, [(object_id, ObjInfo)], failure | None[, run time s])
 SUBMIT = "submit"          # (TaskSpec, func_bytes | None)
 PUT = "put"                # (object_id, ObjInfo, contained_ref_ids)
 SUBSCRIBE = "subscribe"    # ([object_id],)

@@ -215,3 +215,20 @@ def test_bounced_consumer_waits_for_its_input_again():
         assert msg[1].task_id == "b" and msg[3] == {"a.0": inline(5)}
         g.task_done(1, "b", [("b.0", inline(6), ())], None)
     assert g.objects["b.0"].state == READY
+
+
+def test_short_functions_get_deeper_node_queues():
+    g = make(nodes=1, cpus=1)  # pipeline 1: one task in flight per CPU
+    for i in range(3):
+        g.submit(spec(f"t{i}"), b"F", 0)
+    assert len(g.out) == 1  # unknown run time: the usual depth
+    g.out.clear()
+    g.task_done(1, "t0", [("t0.0", inline(1), ())], None, 0.0001)  # 100 us per task
+    for i in range(3, 12):
+        g.submit(spec(f"t{i}"), None, 0)
+    assert len(g.out) == 11  # t1, t2 and the next nine all queue on the node at once
+    assert g.scheduler.nodes[1].ntasks == 11
+    g.out.clear()
+    g.task_done(1, "t1", [("t1.0", inline(1), ())], None, 0.5)  # now slow: back to depth 1
+    g.submit(spec("t12"), None, 0)
+    assert g.out == []

@@ -383,3 +383,20 @@ def test_draining_ready_keys_leaves_no_placeable_task_behind(nnodes):
         s.release(rank, tasks[done][0])
         drain()
     assert not s.queues and s.queued() == 0 and peak > 50
+
+
+def test_depth_deepens_only_the_pipelined_pass():
+    s = cluster({"CPU": 1}, {"CPU": 1}, pipeline=2.0)
+    d = {"CPU": UNIT}
+    placed = []
+    while (r := s.place(d, depth=4)) is not None:
+        s.acquire(r, d)
+        placed.append(r)
+        s.validate()
+    # capacity first everywhere (strict pass ignores depth), then 4 x the usual queue
+    assert placed[:2] in ([1, 2], [2, 1])
+    assert sorted(placed) == [1] * 8 + [2] * 8
+    assert s.place(d) is None  # the usual depth sees both nodes full
+    s.release(1, d)
+    assert s.place(d, depth=4) == 1
+    s.validate()
