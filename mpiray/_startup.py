@@ -40,7 +40,7 @@ def start_driver(config: Config, init_args: dict) -> Any:
         config = dataclasses.replace(config, share_host_memory=True)
     session = uuid.uuid4().hex[:12]
     transport.bcast({"config": config.to_dict(), "init_args": init_args, "session": session,
-                     "driver_pid": os.getpid() if spawned else None})
+                     "driver_pid": os.getpid()})
     hosts = transport.allgather(transport.host)
     nodes = transport.gather(None)[1:]
     transport.open_stage(config.staging_bytes, STAGING_SLOTS)

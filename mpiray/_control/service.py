@@ -27,9 +27,12 @@ import time
 from typing import Any
 
 from .._backoff import Backoff, tighten_timer_slack
+from .._liveness import process_alive
 from .._protocol import messages as m
 from .._store.transfer import Transfers
 from .gcs import GCS
+
+LIVENESS_PERIOD = 1.0  # s between checks of the other ranks (and heartbeats to them)
 
 _TRANSFER = (m.PULL, m.DATA, m.CHUNK, m.SLOT_FREE)
 
@@ -51,6 +54,7 @@ class Service:
         self.thread = threading.Thread(target=self._run, name="mpiray-service", daemon=True)
         self.last_seen: dict[int, float] = {}
         self._last_check = time.monotonic()
+        self._last_beat = 0.0
         self.xfer = Transfers(transport, store, self._pulled, self._pull_lost)
         if getattr(transport, "stage", None) is not None:
             self.xfer.start()
@@ -101,7 +105,7 @@ class Service:
         now = time.monotonic()
         for src, _ in batches:
             self.last_seen[src] = now
-        if now - self._last_check > 1.0:
+        if now - self._last_check > LIVENESS_PERIOD:
             self._last_check = now
             self._check_ranks(now)
         data = []
@@ -174,23 +178,23 @@ class Service:
         """A rank that died or fell silent ends the job: no rank may hang waiting for it."""
         if self.stop:
             return
+        beat = now - self._last_beat >= 1.0
+        if beat:
+            self._last_beat = now
         for rank, (host, pid) in self.peers.items():
             if rank in self.byes:
                 continue
             why = None
-            if rank in self.same_host:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    why = "its process is gone (killed, or crashed?)"
-                except PermissionError:
-                    pass
+            if rank in self.same_host and not process_alive(pid):
+                why = "its process is gone (killed, or crashed?)"
             seen = self.last_seen.setdefault(rank, now)
             if why is None and now - seen > self.silence_limit:
                 why = f"it sent nothing for {now - seen:.0f} s (node failure or hang?)"
             if why is not None:
                 self.fatal(f"mpiray: rank {rank} (host {host}, pid {pid}) died: {why}. "
                            "Ending the job: its tasks and objects cannot be recovered.")
+            if beat:
+                self.transport.send(rank, (m.HEARTBEAT,))  # raylets end themselves if rank 0 falls silent
 
     def fatal(self, message: str) -> None:
         try:

@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any
 
 from .._backoff import Backoff, tighten_timer_slack
+from .._liveness import process_alive
 from .._protocol import messages as m
 from .._protocol.messages import Failure
 from .._store.shm import Store, check_shared_memory, register_spill_root
@@ -99,7 +100,8 @@ class Raylet:
         self.rank = transport.rank
         self.hosts = hosts
         self.node = node
-        self.driver_pid = driver_pid
+        self.driver_pid = driver_pid if hosts[0] == hosts[transport.rank] else None
+        self.last_zero = time.monotonic()  # when rank 0 was last heard from
         self.total = dict(node["resources"])
         from .resources import store_capacity
 
@@ -139,8 +141,11 @@ class Raylet:
             busy = False
             batches = self.t.poll()
             for src, batch in batches:
-                busy = True
+                if src == 0:
+                    self.last_zero = time.monotonic()
                 for msg in batch:
+                    if msg[0] != m.HEARTBEAT:  # not activity: an idle loop stays idle
+                        busy = True
                     getattr(self, "on_" + msg[0])(src, *msg[1:])
             if not self.running:
                 break
@@ -163,14 +168,25 @@ class Raylet:
                 self.t.send(0, (m.HEARTBEAT,))
 
     def _check_driver(self) -> None:
-        if self.driver_pid is None:
+        """Rank 0 gone (its process on this host, or silent for the heartbeat limit):
+        end this rank, its workers and its objects; nothing here can be used any more."""
+        why = None
+        if self.driver_pid is not None and not process_alive(self.driver_pid):
+            why = "its process is gone"
+        elif time.monotonic() - self.last_zero > self.config.heartbeat_timeout:
+            why = f"it sent nothing for {time.monotonic() - self.last_zero:.0f} s"
+        if why is None:
             return
         try:
-            os.kill(self.driver_pid, 0)
-        except ProcessLookupError:
+            os.write(2, (f"mpiray: rank {self.rank} (host {self.hosts[self.rank]}) is ending: rank 0 "
+                         f"(the driver, host {self.hosts[0]}) {why}.\n").encode())
             self.pool.shutdown(timeout=1.0)
             self.store.destroy()
+        finally:
             os._exit(1)
+
+    def on_hb(self, src: int) -> None:
+        pass  # rank 0 is alive (noted for every message from it)
 
     # -- from rank 0 -------------------------------------------------------
     def on_tasks(self, src: int, spec: m.TaskSpec, func: bytes | None, deps: dict) -> None:

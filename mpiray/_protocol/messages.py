@@ -35,7 +35,7 @@ BLOCKED = "blocked"        # (task_id,)
 UNBLOCKED = "unblocked"    # (task_id,)
 BYE = "bye"                # ()
 LOST = "lost"              # ([object_id],) these stored objects are gone: rebuild or fail them
-HEARTBEAT = "hb"           # () sent every second, so rank 0 notices a silent rank
+HEARTBEAT = "hb"           # () sent every second both ways: a silent rank 0 or raylet ends the job
 COPIED = "copied"          # (object_id,) this rank now holds a copy
 
 # either way, between any two ranks (see _store/transfer.py)

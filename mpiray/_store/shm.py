@@ -25,6 +25,7 @@ import tempfile
 import threading
 from typing import Any
 
+from .._liveness import process_alive
 from .._objref import RefTracker
 from .._serialization import Blob, loads
 
@@ -239,23 +240,11 @@ def sweep_stale(parent: str, min_age: float = 60.0) -> int:
                         pids.append(int(f.read().strip() or 0))
         except (OSError, ValueError):
             continue
-        if any(_alive(pid) for pid in pids):
+        if any(process_alive(pid) for pid in pids):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         removed += 1
     return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def map_file(path: str) -> memoryview:

@@ -6,6 +6,7 @@ from pathlib import Path
 from conftest import run_mpi, run_python
 
 APP = str(Path(__file__).with_name("apps") / "kill_raylet.py")
+KILL_DRIVER = str(Path(__file__).with_name("apps") / "kill_driver.py")
 
 
 def check(result):
@@ -25,6 +26,16 @@ def test_killed_raylet_ends_mpiexec_job():
     host = socket.gethostname()
     assert (f"rank 2 (host {host}" in text and "died" in text) or (
         "BAD TERMINATION" in text and f"RUNNING AT {host}" in text), result
+
+
+def test_killed_driver_ends_the_raylets():
+    # rank 0 dies without a word: the raylets notice (its pid is gone) and end, with their
+    # workers and store; their message goes to MPICH's output forwarding, which may be gone
+    result = run_python(KILL_DRIVER, timeout=60)
+    assert "KILLING" in result.stdout, result
+    assert result.returncode != 0, result
+    assert result.elapsed < 30, f"the job took {result.elapsed:.1f}s to end"
+    assert result.leftovers(wait=10) == [], "processes of the job survived"
 
 
 def test_killed_raylet_ends_embedded_job():
