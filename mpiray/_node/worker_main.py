@@ -295,6 +295,8 @@ def main(fd: int) -> None:
         return  # the raylet stopped before this worker was up
     while True:
         try:
+            while rt.store.maps and not conn.poll(1.0):
+                rt.store.maps.prune()  # an idle worker lets go of freed files it mapped
             msg = conn.recv()
         except (EOFError, OSError):
             break

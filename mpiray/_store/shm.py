@@ -10,13 +10,19 @@ Layout of an object file (all integers little-endian)::
 
 Writers (workers, the driver) write a file once and never change it; readers
 map it read-only, so numpy arrays that come back are zero-copy, read-only
-views of shared memory (as in Ray).  A file deleted while mapped stays valid
-for whoever still maps it.  Every process of the node finds an object by id
-through ``Store.path``; other nodes pull the bytes (see ``read_raw``).
+views of shared memory (as in Ray).  A file may be longer than its object (a
+recycled file, see ``pool.py``): the header says where the object ends
+(``object_length``).  Every mapping a reader takes holds ``LOCK_SH`` on the
+file for as long as it lives; a file freed while mapped is unlinked, not
+recycled, so whoever still maps it keeps its bytes.  Every process of the node
+finds an object by id through ``Store.path``; other nodes pull the bytes (see
+``pin_raw``).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import mmap
 import os
 import shutil
@@ -28,6 +34,7 @@ from typing import Any
 from .._liveness import process_alive
 from .._objref import RefTracker
 from .._serialization import Blob, loads
+from .pool import POOL_MIN, FreePool, MapCache
 
 MAGIC = b"MRAY"
 _HEAD = struct.Struct("<4sIQ")
@@ -70,6 +77,17 @@ def parse(view: memoryview) -> tuple[memoryview, list[memoryview]]:
     return view[head:head + plen], bufs
 
 
+def object_length(view: memoryview) -> int:
+    """Bytes of the object at the start of ``view`` (its file may be longer)."""
+    magic, nbufs, plen = _HEAD.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise ValueError("not an mpiray object (bad magic)")
+    if not nbufs:
+        return _HEAD.size + plen
+    off, n = _ENTRY.unpack_from(view, _HEAD.size + (nbufs - 1) * _ENTRY.size)
+    return off + n
+
+
 class Store:
     """The object files of one rank, under ``<root>/mpiray-<session>/r<rank>``.
 
@@ -78,6 +96,12 @@ class Store:
     lookup (``locate``/``map``) falls back to the spill folder, so a spilled
     object comes back transparently.  Readers that map a file keep a valid view
     when it is spilled or deleted.
+
+    With a ``capacity`` (the store of the process that frees objects), big
+    files nobody maps are parked in the free pool when deleted (``pool.py``);
+    ``used`` counts objects, ``pool.bytes()`` the parked files, and both
+    together stay under ``capacity``: parked files are trimmed before objects
+    are spilled.
     """
 
     def __init__(self, session: str, rank: int, root: str | None = None,
@@ -91,6 +115,8 @@ class Store:
         self.sizes: dict[str, int] = {}  # objects in shared memory, oldest first
         self.spilled: dict[str, int] = {}
         self.spilled_bytes_total = 0
+        self.pool = FreePool(self.dir)
+        self.maps = MapCache()
         self._lock = threading.Lock()
 
     def dir_of(self, rank: int) -> str:
@@ -116,8 +142,24 @@ class Store:
 
     # -- writing -----------------------------------------------------------
     def write(self, object_id: str, blob: Blob) -> int:
+        """Write ``blob`` as object ``object_id``; the bytes its file holds in memory."""
         header, pieces, total = layout(blob)
         path = self.path(object_id)
+        if total >= POOL_MIN:
+            cap = self.pool.claim(total, path + ".tmp")
+            if cap is not None:
+                try:
+                    with self.maps.view(path + ".tmp") as view:
+                        view[:len(header)] = header
+                        for off, piece in pieces:
+                            piece = memoryview(piece).cast("B")
+                            view[off:off + piece.nbytes] = piece
+                except OSError as exc:
+                    _unlink(path + ".tmp")
+                    raise _full(object_id, total, self.root, exc) from None
+                os.rename(path + ".tmp", path)
+                self.note(object_id, cap)
+                return cap
         fd = os.open(path + ".tmp", os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         try:
             os.ftruncate(fd, total)
@@ -136,6 +178,23 @@ class Store:
         self.note(object_id, total)
         return total
 
+    def open_dest(self, path: str, nbytes: int) -> tuple[memoryview, int]:
+        """A writable mapping of at least ``nbytes`` bytes backed by a new file at ``path``
+        (a recycled one when the pool has one that fits), and the file's size."""
+        cap = self.pool.claim(nbytes, path) if nbytes >= POOL_MIN else None
+        if cap is not None:
+            return self.maps.view(path), cap
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o600)
+        try:
+            os.ftruncate(fd, nbytes)
+            if nbytes < POOL_MIN:
+                return (memoryview(mmap.mmap(fd, nbytes)) if nbytes else memoryview(b"")), nbytes
+        finally:
+            os.close(fd)
+        # cached, so the file is warm here if it comes back from the pool; not populated:
+        # its first writer faults the fresh pages in anyway
+        return self.maps.view(path, populate=False), nbytes
+
     def note(self, object_id: str, size: int) -> None:
         """Account for a file now in this rank's shared memory; spill if over capacity."""
         with self._lock:
@@ -143,7 +202,13 @@ class Store:
                 return
             self.sizes[object_id] = size
             self.used += size
-        if self.capacity is not None and self.used > self.capacity:
+        if self.capacity is None:
+            return
+        parked = self.pool.bytes()
+        if parked and self.used + parked > self.capacity:
+            self.pool.trim(self.used + parked - self.capacity)
+            self.maps.prune()
+        if self.used > self.capacity:
             self.spill_until(int(self.capacity * 0.8))
 
     def spill_until(self, limit: int) -> int:
@@ -185,24 +250,50 @@ class Store:
         data, bufs = parse(self.map(object_id, rank))
         return loads(data, bufs, tracker)
 
-    def read_raw(self, object_id: str) -> memoryview:
-        return self.map(object_id)
+    def pin_raw(self, object_id: str) -> tuple[memoryview, int | None]:
+        """The object's bytes for a push, and the descriptor that pins them (``LOCK_SH``;
+        close it when done, see ``unpin``).  Big files in shared memory are read through
+        this process's mapping cache, so pushing a recycled file again is warm."""
+        path = self.path(object_id)
+        try:
+            fd = _open_pinned(path)
+        except FileNotFoundError:
+            view = self.map(object_id)  # spilled: a plain mapping, pinned by itself
+            return view[:object_length(view)] if view.nbytes else view, None
+        try:
+            if os.fstat(fd).st_size < POOL_MIN:
+                view = map_file(path)
+            else:
+                view = self.maps.view(path).toreadonly()
+            return view[:object_length(view)], fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @staticmethod
+    def unpin(view: memoryview, pin: int | None) -> None:
+        view.release()
+        if pin is not None:
+            os.close(pin)
 
     def exists(self, object_id: str, rank: int | None = None) -> bool:
         return self.locate(object_id, rank) is not None
 
     # -- freeing -----------------------------------------------------------
     def delete(self, object_id: str) -> None:
+        """Free an object: park its file for reuse if big and unmapped, else unlink it."""
         with self._lock:
-            self.used -= self.sizes.pop(object_id, 0)
+            size = self.sizes.pop(object_id, 0)
+            self.used -= size
             self.spilled.pop(object_id, None)
-        for path in (self.path(object_id), self.spill_path(object_id)):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        path = self.path(object_id)
+        if not (self.capacity and size >= POOL_MIN and self.pool.park(path, self.capacity // 2)):
+            _unlink(path)
+        _unlink(self.spill_path(object_id))
+        self.maps.prune()
 
     def destroy(self) -> None:
+        self.maps.clear()
         shutil.rmtree(self.dir, ignore_errors=True)
         try:
             os.unlink(os.path.join(self.root, f".pid-r{self.rank}"))
@@ -248,18 +339,48 @@ def sweep_stale(parent: str, min_age: float = 60.0) -> int:
 
 
 def map_file(path: str) -> memoryview:
-    """A read-only view of a whole file (falls back to its spilled copy)."""
+    """A read-only view of a whole file (falls back to its spilled copy), pinned: the
+    mapping holds ``LOCK_SH`` on the file as long as it lives, so the file is not
+    recycled under the view."""
     try:
-        f = open(path, "rb")
+        fd = _open_pinned(path)
     except FileNotFoundError:
         alt = spilled_twin(path)
         if alt is None:
             raise
-        f = open(alt, "rb")
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        mm = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) if size else b""
+        fd = _open_pinned(alt)
+    try:
+        size = os.fstat(fd).st_size
+        mm = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
+    finally:
+        os.close(fd)  # the mapping keeps its own duplicate, and with it the lock
     return memoryview(mm)
+
+
+def _open_pinned(path: str) -> int:
+    """A descriptor of ``path`` holding ``LOCK_SH``.  A file being recycled is moved away
+    under its exclusive lock, so after locking check the path still names this file."""
+    for _ in range(8):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            st, now = os.fstat(fd), os.stat(path)
+            if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+                return fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    raise FileNotFoundError(errno.ENOENT, "object file kept moving while being opened", path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 _SPILL_ROOTS: dict[str, str] = {}  # shared-memory root -> spill root, for map_file's fallback

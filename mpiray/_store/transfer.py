@@ -6,9 +6,10 @@ memcpy; across hosts it is registered memory for the fabric's RDMA), locked
 once for the whole run (``Lock_all``), and cut into slots.  A pull::
 
     requester                                   owner
-    PULL(oid, me) ───────────────────────────>  PushJob: map the object file
+    PULL(oid, me) ───────────────────────────>  PushJob: pin and map the object file
                   <──────── DATA(oid, nbytes)   (nbytes = -1: not here, lost)
-    PullJob: create the destination file
+    PullJob: take a destination file (recycled
+    from the store's pool when one fits)
                   <── CHUNK(oid, off, slot, n)  copy a chunk into a free slot
     Get(slot -> file[off:off+n]); Flush
     SLOT_FREE(oid, slot) ────────────────────>  the slot takes the next chunk
@@ -16,12 +17,14 @@ once for the whole run (``Lock_all``), and cut into slots.  A pull::
 
 Several chunks are in flight at once (one per slot) and several pulls share
 the slots, so the owner's copy of chunk k+1 overlaps the requester's Get of
-chunk k.  Only the small control messages are two-sided.
+chunk k.  Only the small control messages are two-sided.  Both ends go through
+their store's mapping cache (``_store/pool.py``), so when pulls of similar
+sizes repeat, the owner's copy reads and the requester's ``Get`` writes pages
+whose page tables are already filled.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 from collections import deque
 from typing import Any, Callable
@@ -30,30 +33,25 @@ from .._protocol import messages as m
 
 
 class PushJob:
-    __slots__ = ("oid", "dest", "view", "next_off")
+    __slots__ = ("oid", "dest", "view", "pin", "next_off")
 
-    def __init__(self, oid: str, dest: int, view: memoryview):
+    def __init__(self, oid: str, dest: int, view: memoryview, pin: int | None):
         self.oid = oid
         self.dest = dest
         self.view = view
+        self.pin = pin  # keeps the file from being recycled while it is copied
         self.next_off = 0
 
 
 class PullJob:
-    __slots__ = ("oid", "src", "nbytes", "got", "fd", "mm", "view", "path")
+    __slots__ = ("oid", "src", "nbytes", "got", "view", "size", "path")
 
-    def __init__(self, oid: str, src: int, nbytes: int, path: str):
+    def __init__(self, oid: str, src: int, nbytes: int, path: str, store: Any):
         self.oid, self.src, self.nbytes, self.got, self.path = oid, src, nbytes, 0, path
-        self.fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o600)
-        os.ftruncate(self.fd, nbytes)
-        self.mm = mmap.mmap(self.fd, nbytes) if nbytes else None
-        self.view = memoryview(self.mm) if nbytes else memoryview(b"")
+        self.view, self.size = store.open_dest(path, nbytes)  # size: the file's, >= nbytes
 
     def close(self) -> None:
         self.view.release()
-        if self.mm is not None:
-            self.mm.close()
-        os.close(self.fd)
 
 
 class Transfers:
@@ -85,7 +83,7 @@ class Transfers:
         if nbytes < 0:
             self.on_lost(oid, src)
             return
-        job = PullJob(oid, src, nbytes, self.store.path(oid) + ".pull")
+        job = PullJob(oid, src, nbytes, self.store.path(oid) + ".pull", self.store)
         self.pulls[oid] = job
         if nbytes == 0:
             self._finish(job)
@@ -102,20 +100,22 @@ class Transfers:
         del self.pulls[job.oid]
         job.close()
         os.rename(job.path, self.store.path(job.oid))
-        self.store.note(job.oid, job.nbytes)
+        self.store.note(job.oid, job.size)
         self.bytes_pulled += job.nbytes
         self.on_pulled(job.oid, job.src)
 
     # -- owner -------------------------------------------------------------
     def on_pull(self, src: int, oid: str, requester: int) -> None:
         try:
-            view = self.store.read_raw(oid)
+            view, pin = self.store.pin_raw(oid)
         except FileNotFoundError:
             self.t.send(requester, (m.DATA, oid, -1))
             return
         self.t.send(requester, (m.DATA, oid, view.nbytes))
         if view.nbytes:
-            self.pushes.append(PushJob(oid, requester, view))
+            self.pushes.append(PushJob(oid, requester, view, pin))
+        else:
+            self.store.unpin(view, pin)
         self.pump()
 
     def on_slot_free(self, src: int, oid: str, slot: int) -> None:
@@ -137,7 +137,7 @@ class Transfers:
             if job.next_off < job.view.nbytes:
                 self.pushes.append(job)
             else:
-                job.view.release()
+                self.store.unpin(job.view, job.pin)
 
     def busy(self) -> bool:
         return bool(self.pushes or self.pulls)

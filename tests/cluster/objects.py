@@ -119,6 +119,8 @@ def scenario_put_drop_loop_keeps_store_flat():
     while rt.store.used > 0 and time.monotonic() < end:
         time.sleep(0.05)
     assert rt.store.used == 0, rt.store.used
+    parked = rt.store.pool.bytes()  # freed files kept warm for reuse: bounded, never objects
+    assert parked <= rt.store.capacity // 2, f"{parked / MiB:.0f} MiB parked"
     assert peak <= 64 * size, f"store grew to {peak / MiB:.0f} MiB during the loop"
 
 
