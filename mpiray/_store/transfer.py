@@ -92,6 +92,7 @@ class Transfers:
         job = self.pulls[oid]
         self.t.get_from(src, slot * self.slot_size, job.view[off:off + n], self.alive)
         self.t.send(src, (m.SLOT_FREE, oid, slot))
+        self.t.flush()  # now, not at the end of the round: the owner refills the slot
         job.got += n
         if job.got >= job.nbytes:
             self._finish(job)
@@ -112,6 +113,7 @@ class Transfers:
             self.t.send(requester, (m.DATA, oid, -1))
             return
         self.t.send(requester, (m.DATA, oid, view.nbytes))
+        self.t.flush()  # the requester readies its destination while the first chunk is copied
         if view.nbytes:
             self.pushes.append(PushJob(oid, requester, view, pin))
         else:
@@ -134,6 +136,7 @@ class Transfers:
             stage[base:base + n] = job.view[off:off + n]
             job.next_off = off + n
             self.t.send(job.dest, (m.CHUNK, job.oid, off, slot, n))
+            self.t.flush()  # the requester's Get of this chunk overlaps the copy of the next
             if job.next_off < job.view.nbytes:
                 self.pushes.append(job)
             else:
