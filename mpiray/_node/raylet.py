@@ -32,6 +32,7 @@ from .pool import Pool, Worker
 
 UNIT = 10_000
 PREFETCH_MAX_SECONDS = 0.002  # prefetch only behind functions that usually run shorter
+SPIN_SECONDS = 0.001  # after activity the loop polls without sleeping this long (yielding the core)
 
 
 class LocalTask:
@@ -135,7 +136,7 @@ class Raylet:
     # -- main loop ---------------------------------------------------------
     def serve(self) -> None:
         tighten_timer_slack()
-        backoff, last_check = Backoff(), 0.0
+        backoff, last_check = Backoff(spin=SPIN_SECONDS), 0.0
         delay = backoff.fast
         while self.running:
             busy = False
@@ -149,10 +150,12 @@ class Raylet:
                     getattr(self, "on_" + msg[0])(src, *msg[1:])
             if not self.running:
                 break
-            ready = self.pool.ready(0 if busy else delay)
+            ready = self.pool.ready(0 if busy or not delay else delay)
             for w in ready:
                 busy = True
                 self._from_worker(w)
+            if not delay and not busy and not ready:
+                os.sched_yield()  # spinning right after activity: let a worker have the core
             self._dispatch()
             if self.xfer.busy():
                 busy = True

@@ -1,0 +1,29 @@
+"""The polling loops' back-off: spin, then short sleeps, then idle sleeps."""
+
+import time
+
+from mpiray._backoff import Backoff
+
+
+def test_spins_right_after_activity_then_sleeps_longer_and_longer():
+    b = Backoff(spin=0.05, fast=3e-5, fast_window=0.1, busy_max=1e-3, idle_after=0.3, idle=0.02,
+                deep_after=0.6, deep=0.05)
+    b.reset()
+    assert b.next() == 0.0  # spin: poll again at once
+    time.sleep(0.06)
+    assert b.next() == 3e-5
+    time.sleep(0.05)
+    delays = [b.next() for _ in range(12)]
+    assert delays[0] > 3e-5 and delays == sorted(delays) and delays[-1] == 1e-3
+    time.sleep(0.2)
+    assert b.next() == 0.02
+    time.sleep(0.3)
+    assert b.next() == 0.05
+    b.reset()
+    assert b.next() == 0.0
+
+
+def test_no_spin_by_default():
+    b = Backoff()
+    b.reset()
+    assert b.next() == b.fast
