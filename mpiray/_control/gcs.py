@@ -29,6 +29,7 @@ PENDING_HERE = ("pending",)  # ObjInfo of an input still being made on the rank 
 LOCALITY_MIN_BYTES = 1 << 20  # arguments smaller than this do not attract their task
 SHORT_TASK_SECONDS = 0.002  # functions that usually run shorter get deeper node queues
 MAX_DEPTH = 16  # at most this many times the usual pipeline depth
+EARLY_MAX_PENDING = 8  # a task waiting for more inputs than this is never sent ahead
 
 
 class ObjectEntry:
@@ -158,9 +159,14 @@ class GCS:
         self._dispatch(task, rank)
 
     def _early_rank(self, task: TaskEntry) -> int | None:
-        """The rank running every producer of the task's pending inputs, if any."""
+        """The rank running every producer of the task's pending inputs, if any.
+
+        Only for a few pending inputs: a reduce over many maps (spread over nodes
+        anyway) would otherwise be looked at, input by input, each time one of
+        its producers is sent out.
+        """
         spec = task.spec
-        if spec.strategy != "DEFAULT":
+        if spec.strategy != "DEFAULT" or task.missing > EARLY_MAX_PENDING:
             return None
         rank = None
         for oid in spec.deps:

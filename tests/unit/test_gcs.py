@@ -232,3 +232,20 @@ def test_short_functions_get_deeper_node_queues():
     g.task_done(1, "t1", [("t1.0", inline(1), ())], None, 0.5)  # now slow: back to depth 1
     g.submit(spec("t12"), None, 0)
     assert g.out == []
+
+
+def test_a_reduce_over_many_inputs_waits_at_rank_0():
+    from mpiray._control.gcs import EARLY_MAX_PENDING
+
+    n = EARLY_MAX_PENDING + 1
+    g = make(nodes=1, cpus=n + 1)
+    for i in range(n):
+        g.submit(spec(f"m{i}"), b"code" if i == 0 else None, 0)
+    assert len(take(g)) == n  # every map runs on the one node
+    g.submit(spec("r", deps=[f"m{i}.0" for i in range(n)]), None, 0)
+    assert take(g) == []  # too many pending inputs to be sent ahead
+    for i in range(n):
+        g.task_done(1, f"m{i}", [(f"m{i}.0", inline(i), ())], None)
+    out = take(g)
+    assert [msg[1].task_id for _, msg in out] == ["r"]
+    assert out[0][1][3] == {f"m{i}.0": inline(i) for i in range(n)}
