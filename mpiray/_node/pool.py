@@ -15,11 +15,17 @@ import select
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+from collections import deque
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
+
+_HEADER = struct.Struct("!i")  # the framing of multiprocessing's Connection: length, then pickle
+_BIG = struct.Struct("!Q")
 
 # launcher variables a child must not see: a task that imports mpi4py must not
 # join (and break) the raylet's MPI job
@@ -37,8 +43,8 @@ def worker_env(base: dict[str, str], gpu_ids: tuple, context: dict) -> dict[str,
 
 
 class Worker:
-    __slots__ = ("conn", "fd", "proc", "gpus", "task", "next", "blocked", "funcs", "started", "ready",
-                 "get_req")
+    __slots__ = ("conn", "fd", "proc", "gpus", "task", "ahead", "blocked", "funcs", "started", "ready",
+                 "get_req", "outbox")
 
     def __init__(self, conn: Connection, proc: subprocess.Popen, gpus: tuple):
         self.conn = conn
@@ -46,7 +52,8 @@ class Worker:
         self.proc = proc
         self.gpus = gpus
         self.task: Any = None  # the running LocalTask, or None when idle
-        self.next: Any = None  # a LocalTask sent ahead, waiting in the socket (prefetch)
+        self.ahead: deque = deque()  # LocalTasks sent ahead, waiting in the socket (prefetch)
+        self.outbox: list[bytes] = []  # framed messages not yet written (see write_outbox)
         self.blocked = False
         self.funcs: set[str] = set()
         self.started = time.monotonic()
@@ -56,6 +63,21 @@ class Worker:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def queue_message(self, msg: tuple) -> None:
+        """Frame ``msg`` as ``Connection.send`` would; ``write_outbox`` sends the lot."""
+        data = ForkingPickler.dumps(msg)
+        n = len(data)
+        head = _HEADER.pack(n) if n <= 0x7FFFFFFF else _HEADER.pack(-1) + _BIG.pack(n)
+        self.outbox.append(head)
+        self.outbox.append(bytes(data))
+
+    def write_outbox(self) -> None:
+        """Write every queued message with one system call (one wake-up of the worker)."""
+        view = memoryview(b"".join(self.outbox))
+        self.outbox.clear()
+        while view.nbytes:
+            view = view[os.write(self.fd, view):]
 
 
 class Pool:
@@ -110,7 +132,8 @@ class Pool:
         return w
 
     def give_back(self, w: Worker) -> None:
-        w.task = w.next = None
+        w.task = None
+        w.ahead.clear()
         w.blocked = False
         lst = self.idle.setdefault(w.gpus, [])
         if len(lst) >= self.max_idle:

@@ -32,6 +32,7 @@ from .pool import Pool, Worker
 
 UNIT = 10_000
 PREFETCH_MAX_SECONDS = 0.002  # prefetch only behind functions that usually run shorter
+PREFETCH_DEPTH = 16  # at most this many tasks sent ahead to one worker (about 2 ms of work)
 SPIN_SECONDS = 0.001  # after activity the loop polls without sleeping this long (yielding the core)
 
 
@@ -308,7 +309,7 @@ class Raylet:
                               task.spec.name, f"rank {self.rank}")
             self.t.send(0, (m.DONE, task_id, [], failure))
             self._made_nothing(task.spec)
-        elif w.next is task:  # prefetched, not started: interrupt it once it starts
+        elif task in w.ahead:  # prefetched, not started: interrupt it once it starts
             task.cancel = force
         else:
             self._interrupt(w, force)
@@ -375,7 +376,7 @@ class Raylet:
         return (best,) if best is not None else None
 
     def _dispatch(self) -> None:
-        skipped = 0
+        skipped, sent = 0, []
         while len(self.queue) > skipped:
             task = self.queue[0]
             demand = task.spec.demand
@@ -395,42 +396,58 @@ class Raylet:
             w = self.pool.take(gpus)
             w.task = task
             self._send_run(w, task)
+            sent.append(w)
         if skipped:
             self.queue.rotate(skipped)
         if self.queue:
-            self._prefetch()
+            self._prefetch(sent)
+        for w in sent:
+            if w.outbox:
+                w.write_outbox()
 
     def _send_run(self, w: Worker, task: LocalTask) -> None:
+        """Queue the task's W_RUN in the worker's outbox (``_dispatch`` writes it)."""
         task.worker = w
         func = None
         if task.spec.func_id not in w.funcs:
             w.funcs.add(task.spec.func_id)
             func = self.funcs[task.spec.func_id]
         task.started = time.monotonic()
-        w.conn.send((m.W_RUN, task.spec, func, task.deps, task.gpus))
+        w.queue_message((m.W_RUN, task.spec, func, task.deps, task.gpus))
 
-    def _prefetch(self) -> None:
-        """Queue the next short task in a busy worker's socket, behind its running task.
+    def _prefetch(self, sent: list[Worker]) -> None:
+        """Queue the next short tasks in busy workers' sockets, behind their running task.
 
-        Only a task with the same resource shape as the running one (it takes over
-        those resources when that one ends), only CPU tasks, only for functions whose
-        recent runs were short, and never behind a task blocked in get().  The worker
-        starts it the moment the current one ends: no wait for a raylet round.
+        Only tasks with the same resource shape as the running one (each takes over
+        those resources when the one before ends), only CPU tasks, only for
+        functions whose recent runs were short (as many as fill about
+        ``PREFETCH_MAX_SECONDS``, at most ``PREFETCH_DEPTH``), and never behind a
+        task blocked in get().
+        The worker starts each the moment the one before ends, with no wait for a
+        raylet round; several sent together cost the worker one wake-up.
         """
         for w in self.pool.workers.values():
             if not self.queue:
                 return
             cur = w.task
-            if cur is None or w.next is not None or w.blocked or cur.gpus or \
-                    self.durations.get(cur.spec.func_id, 1.0) > PREFETCH_MAX_SECONDS:
+            if cur is None or w.blocked or cur.gpus:
                 continue
-            head = self.queue[0]
-            if head.spec.demand != cur.spec.demand or head.cancel is not None:
+            took = self.durations.get(cur.spec.func_id, 1.0)
+            if took > PREFETCH_MAX_SECONDS:
                 continue
-            self.queue.popleft()
-            head.gpus = ()
-            w.next = head
-            self._send_run(w, head)
+            depth = max(1, min(PREFETCH_DEPTH, int(PREFETCH_MAX_SECONDS / max(took, 1e-6))))
+            added = False
+            while self.queue and len(w.ahead) < depth:
+                head = self.queue[0]
+                if head.spec.demand != cur.spec.demand or head.cancel is not None:
+                    break
+                self.queue.popleft()
+                head.gpus = ()
+                w.ahead.append(head)
+                self._send_run(w, head)
+                added = True
+            if added and w not in sent:
+                sent.append(w)
 
     def _release(self, task: LocalTask, blocked: bool) -> None:
         for k, v in task.spec.demand.items():
@@ -466,9 +483,8 @@ class Raylet:
                     self._reacquire_cpu(task)
                     w.blocked = False
                 self._ran(task)
-                nxt = w.next
-                if nxt is not None:  # the prefetched task starts now, on these resources
-                    w.next, w.task = None, nxt
+                if w.ahead:  # the next prefetched task starts now, on these resources
+                    nxt = w.task = w.ahead.popleft()
                     nxt.started = time.monotonic()
                     if nxt.cancel is not None:
                         self._interrupt(w, nxt.cancel)
@@ -486,10 +502,12 @@ class Raylet:
         elif kind == m.W_SUBMIT:
             self._worker_submit(msg[1], msg[2])
         elif kind == m.W_BOUNCE:  # a prefetched task reached a worker now blocked in get()
-            nxt = w.next
-            if nxt is not None and nxt.spec.task_id == msg[1]:
-                w.next, nxt.worker = None, None
-                self.queue.appendleft(nxt)
+            for nxt in w.ahead:
+                if nxt.spec.task_id == msg[1]:
+                    w.ahead.remove(nxt)
+                    nxt.worker = None
+                    self.queue.appendleft(nxt)
+                    break
         elif kind == m.W_PUT:
             self.t.send(0, (m.PUT, msg[1], msg[2], msg[3]))
             self._made_here(msg[1], msg[2])
@@ -592,9 +610,9 @@ class Raylet:
         task = w.task
         if w.get_req is not None:
             w.get_req.stale = True
-        nxt = w.next
-        if nxt is not None:  # never started: run it elsewhere
-            w.next, nxt.worker = None, None
+        while w.ahead:  # never started: run them elsewhere, in their order
+            nxt = w.ahead.pop()
+            nxt.worker = None
             self.queue.appendleft(nxt)
         if task is None:
             return

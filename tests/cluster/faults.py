@@ -138,6 +138,32 @@ def scenario_crash_is_retried():
     assert ray.get(ref, timeout=T) == "retried"
 
 
+@ray.remote(max_retries=2)
+def tiny(i, path):
+    if i == 150 and not os.path.exists(path):
+        open(path, "w").close()
+        os._exit(3)  # dies with short tasks queued behind it in its socket
+    return i
+
+
+def scenario_tiny_tasks_sent_ahead_survive_a_worker_crash():
+    path = marker("tiny-crash")
+    for _ in range(2):  # the first round teaches the raylets that tiny() is short
+        refs = [tiny.remote(i, path) for i in range(400)]
+        assert ray.get(refs, timeout=T) == list(range(400))
+    assert os.path.exists(path)
+    refs = [tiny.remote(i, path) for i in range(400)]
+    ray.cancel(refs[300])  # queued or sent ahead: it never runs, the rest do
+    out = []
+    for i, r in enumerate(refs):
+        try:
+            out.append(ray.get(r, timeout=T))
+        except rex.TaskCancelledError:
+            out.append("cancelled")
+    assert out[:300] == list(range(300)) and out[301:] == list(range(301, 400))
+    assert out[300] in ("cancelled", 300)  # it may have finished before the cancel
+
+
 def scenario_retry_exceptions():
     @ray.remote(retry_exceptions=True, max_retries=2)
     def flaky(path):
