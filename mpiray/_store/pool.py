@@ -175,6 +175,14 @@ class MapCache:
                 _drop(self._maps.popitem(last=False)[1])
         return memoryview(mm)
 
+    def view_of(self, fd: int) -> memoryview:
+        """A writable view of the whole file open as ``fd`` (which may hold a lock: the
+        cached mapping is made from a new open of the same file, so it holds none)."""
+        try:
+            return self.view(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:  # no /proc: map from the descriptor itself, uncached
+            return memoryview(mmap.mmap(fd, os.fstat(fd).st_size))
+
     def prune(self) -> None:
         """Forget mappings of files that were unlinked."""
         with self._lock:

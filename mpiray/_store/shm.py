@@ -29,6 +29,7 @@ import shutil
 import struct
 import tempfile
 import threading
+import weakref
 from typing import Any
 
 from .._liveness import process_alive
@@ -338,22 +339,50 @@ def sweep_stale(parent: str, min_age: float = 60.0) -> int:
     return removed
 
 
+_READS = MapCache()  # this process's mappings of big object files it read
+
+
+def cached_mappings() -> int:
+    return len(_READS)
+
+
+def prune_mappings() -> None:
+    """Let go of cached read mappings whose files were unlinked (idle processes call it)."""
+    _READS.prune()
+
+
 def map_file(path: str) -> memoryview:
     """A read-only view of a whole file (falls back to its spilled copy), pinned: the
-    mapping holds ``LOCK_SH`` on the file as long as it lives, so the file is not
-    recycled under the view."""
+    file holds ``LOCK_SH`` as long as the view (or any view made from it) lives, so
+    it is not recycled under the view.
+
+    Big files in shared memory are read through this process's cached mapping of
+    the same file (recycled files come back): no page-table fill on each read.
+    The pin is then a descriptor of its own, closed when the view's holder array
+    is collected; the cached mapping itself holds no lock.
+    """
+    spilled = False
     try:
         fd = _open_pinned(path)
     except FileNotFoundError:
         alt = spilled_twin(path)
         if alt is None:
             raise
-        fd = _open_pinned(alt)
+        fd, spilled = _open_pinned(alt), True
     try:
         size = os.fstat(fd).st_size
+        if size >= POOL_MIN and not spilled:
+            import numpy as np
+
+            holder = np.frombuffer(_READS.view_of(fd), dtype=np.uint8)
+            holder.flags.writeable = False
+            weakref.finalize(holder, os.close, fd)
+            return memoryview(holder)
         mm = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
-    finally:
-        os.close(fd)  # the mapping keeps its own duplicate, and with it the lock
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)  # the mapping keeps its own duplicate, and with it the lock
     return memoryview(mm)
 
 
