@@ -71,7 +71,27 @@ def run_raylet(transport: Any) -> None:
     raylet.xfer.start()
     try:
         raylet.serve()
+    except BaseException as exc:  # a bug or a signal: say so and end the job, never hang
+        _raylet_failed(raylet, transport, hosts[me], exc)
+    try:
         transport.close_stage()  # collective with rank 0, after every rank said bye
     finally:
         raylet.pool.shutdown(timeout=1.0)
         transport.close()
+
+
+def _raylet_failed(raylet: Any, transport: Any, host: str, exc: BaseException) -> None:
+    """This raylet cannot go on: print why, free its workers and objects, abort the job
+    (the other ranks cannot finish without it, and waiting for them would hang)."""
+    import time
+    import traceback
+
+    try:
+        text = "" if isinstance(exc, KeyboardInterrupt) else traceback.format_exc()
+        os.write(2, (f"{text}mpiray: rank {transport.rank} (host {host}, pid {os.getpid()}) failed: "
+                     f"{type(exc).__name__}: {exc}. Ending the job.\n").encode())
+        raylet.pool.shutdown(timeout=1.0)
+        raylet.store.destroy()
+        time.sleep(0.2)  # let the launcher forward the message before the abort tears down
+    finally:
+        transport.abort(1)

@@ -7,6 +7,7 @@ from conftest import run_mpi, run_python
 
 APP = str(Path(__file__).with_name("apps") / "kill_raylet.py")
 KILL_DRIVER = str(Path(__file__).with_name("apps") / "kill_driver.py")
+RAYLET_ERROR = str(Path(__file__).with_name("apps") / "raylet_error.py")
 
 
 def check(result):
@@ -43,3 +44,15 @@ def test_killed_raylet_ends_embedded_job():
     # (SIGKILL, no message of its own); the guarantee tested here is: no hang, no survivor
     result = run_python(APP, timeout=60)
     check(result)
+
+
+def test_raylet_error_ends_the_job_with_its_rank_and_cause():
+    for result in (run_mpi(RAYLET_ERROR, 2, timeout=60), run_python(RAYLET_ERROR, timeout=60)):
+        assert "BREAKING" in result.stdout, result
+        assert "UNREACHABLE" not in result.stdout
+        assert result.returncode != 0, result
+        assert result.elapsed < 30, f"the job took {result.elapsed:.1f}s to end"
+        host = socket.gethostname()
+        text = result.stdout + result.stderr
+        assert f"rank 1 (host {host}" in text and "no_such_message" in text, result
+        assert result.leftovers(wait=10) == [], "processes of the job survived"

@@ -62,7 +62,7 @@ def in_queue(job: str) -> bool:
 
 
 #: Slurm 22.05's pmi2 server now and then garbles MPICH's large start-up messages;
-#: the step then hangs in MPI_Init (docs/slurm.md, "Known problems").
+#: the step then hangs in MPI_Init, or MPI_Init fails (docs/slurm.md, "Known problems").
 PMI2_GARBLED = "mpi/pmi2: invalid client request"
 
 
@@ -113,7 +113,11 @@ def run_job(script: Path, *args: str, sbatch_opts: tuple[str, ...] = (), cwd: Pa
     for attempt in (1, 2, 3):
         job = submit(script, *args, sbatch_opts=sbatch_opts, cwd=cwd, env=env)
         if wait_gone(job, deadline, watch=(lambda: output_file(cwd, job)) if attempt < 3 else None):
-            break
+            out = output_file(cwd, job)
+            # the same garbling can also make MPI_Init fail at once instead of hanging
+            if attempt == 3 or not (out.exists() and PMI2_GARBLED in out.read_text()
+                                    and "MPI_Init" in out.read_text()):
+                break
         print(f"job {job}: Slurm's pmi2 server garbled MPI start-up; resubmitting")
     state, code = final_state(job)
     out = output_file(cwd, job)
