@@ -340,6 +340,7 @@ def sweep_stale(parent: str, min_age: float = 60.0) -> int:
 
 
 _READS = MapCache()  # this process's mappings of big object files it read
+READ_CACHE_MIN = 8 << 20  # smaller files map faster than a cache lookup pays back
 
 
 def cached_mappings() -> int:
@@ -371,7 +372,7 @@ def map_file(path: str) -> memoryview:
         fd, spilled = _open_pinned(alt), True
     try:
         size = os.fstat(fd).st_size
-        if size >= POOL_MIN and not spilled:
+        if size >= READ_CACHE_MIN and not spilled:
             import numpy as np
 
             holder = np.frombuffer(_READS.view_of(fd), dtype=np.uint8)

@@ -160,7 +160,7 @@ def test_map_cache_reuses_a_mapping_and_forgets_unlinked_files(tmp_path):
 def test_readers_reuse_their_mapping_of_a_recycled_file_and_see_its_new_object(store):
     from mpiray._store import shm
 
-    store.write("a", dumps(np.full(2 * MiB, 1, np.uint8)))
+    store.write("a", dumps(np.full(10 * MiB, 1, np.uint8)))
     a = store.read("a", None)
     mapped = len(shm._READS)
     part = a[10:20]  # a view derived from the read keeps the pin too
@@ -169,19 +169,37 @@ def test_readers_reuse_their_mapping_of_a_recycled_file_and_see_its_new_object(s
     assert _parked(store) == []  # still pinned by `part`
     assert (part == 1).all()
     del part
-    store.write("b", dumps(np.full(2 * MiB, 1, np.uint8)))
+    store.write("b", dumps(np.full(10 * MiB, 1, np.uint8)))
     store.delete("b")
     assert len(_parked(store)) == 1  # pins gone with the last view
-    store.write("c", dumps(np.full(2 * MiB, 7, np.uint8)))  # the same file again
+    store.write("c", dumps(np.full(10 * MiB, 7, np.uint8)))  # the same file again
     c = store.read("c", None)
     assert (c == 7).all() and not c.flags.writeable
     st = os.stat(store.path("c"))
     first = shm._READS._maps[(st.st_dev, st.st_ino)][1]
     del c
     store.delete("c")
-    store.write("d", dumps(np.full(2 * MiB, 8, np.uint8)))  # recycled once more
+    store.write("d", dumps(np.full(10 * MiB, 8, np.uint8)))  # recycled once more
     assert os.stat(store.path("d")).st_ino == st.st_ino
     d = store.read("d", None)
     assert (d == 8).all()
     assert shm._READS._maps[(st.st_dev, st.st_ino)][1] is first  # no new mapping
     assert len(shm._READS) <= max(mapped, 1) + 1
+
+
+def test_the_pin_of_a_read_through_the_cache_lives_with_the_view(store):
+    from mpiray._store.shm import READ_CACHE_MIN
+
+    store.write("a", dumps(np.ones(READ_CACHE_MIN, np.uint8)))
+    view = map_file(store.path("a"))
+    with open(store.path("a"), "rb") as f:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        part = view[100:200]
+        view.release()
+        del view
+        with pytest.raises(BlockingIOError):  # a view made from it still pins
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        part.release()
+        del part
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
