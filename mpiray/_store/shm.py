@@ -118,7 +118,7 @@ class Store:
         self.spilled_bytes_total = 0
         self.pool = FreePool(self.dir)
         self.maps = MapCache()
-        self.writes_big = False  # this process wrote a big object here: it keeps freed files warm
+        self.writes_big = False  # wrote an object of READ_CACHE_MIN or more: keeps freed ones warm
         self._lock = threading.Lock()
 
     def dir_of(self, rank: int) -> str:
@@ -148,7 +148,7 @@ class Store:
         header, pieces, total = layout(blob)
         path = self.path(object_id)
         if total >= POOL_MIN:
-            self.writes_big = True
+            self.writes_big = self.writes_big or total >= READ_CACHE_MIN
             cap = self.pool.claim(total, path + ".tmp")
             if cap is not None:
                 try:
@@ -184,7 +184,7 @@ class Store:
     def open_dest(self, path: str, nbytes: int) -> tuple[memoryview, int]:
         """A writable mapping of at least ``nbytes`` bytes backed by a new file at ``path``
         (a recycled one when the pool has one that fits), and the file's size."""
-        self.writes_big = self.writes_big or nbytes >= POOL_MIN
+        self.writes_big = self.writes_big or nbytes >= READ_CACHE_MIN
         cap = self.pool.claim(nbytes, path) if nbytes >= POOL_MIN else None
         if cap is not None:
             return self.maps.view(path), cap
@@ -291,7 +291,7 @@ class Store:
             self.used -= size
             self.spilled.pop(object_id, None)
         path = self.path(object_id)
-        if self.capacity and size >= POOL_MIN and self.writes_big:
+        if self.capacity and size >= READ_CACHE_MIN and self.writes_big:
             try:  # this process writes big objects too: have the file warm for its next one
                 self.maps.view(path).release()
             except OSError:
