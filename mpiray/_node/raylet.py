@@ -34,6 +34,10 @@ from .pool import Pool, Worker
 UNIT = 10_000
 PREFETCH_MAX_SECONDS = 0.002  # prefetch only behind functions that usually run shorter
 PREFETCH_DEPTH = 16  # at most this many tasks sent ahead to one worker (about 2 ms of work)
+# a raylet gives rank 0 this many heartbeat limits of silence before it ends itself: rank 0's
+# heartbeats come from its service thread, which a driver stuck in a C call holding the GIL
+# can delay (the pid check catches a dead rank 0 on the same host at once)
+ZERO_SILENCE_FACTOR = 3
 SPIN_SECONDS = 0.001  # after activity the loop polls without sleeping this long (yielding the core)
 
 
@@ -120,7 +124,7 @@ class Raylet:
         why = None
         if self.driver_pid is not None and not process_alive(self.driver_pid):
             why = "its process is gone"
-        elif time.monotonic() - self.last_zero > self.config.heartbeat_timeout:
+        elif time.monotonic() - self.last_zero > ZERO_SILENCE_FACTOR * self.config.heartbeat_timeout:
             why = f"it sent nothing for {time.monotonic() - self.last_zero:.0f} s"
         if why is None:
             return
