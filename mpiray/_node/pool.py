@@ -44,7 +44,7 @@ def worker_env(base: dict[str, str], gpu_ids: tuple, context: dict) -> dict[str,
 
 class Worker:
     __slots__ = ("conn", "fd", "proc", "gpus", "task", "ahead", "blocked", "funcs", "started", "ready",
-                 "get_req", "outbox")
+                 "get_req", "outbox", "cancel_next")
 
     def __init__(self, conn: Connection, proc: subprocess.Popen, gpus: tuple):
         self.conn = conn
@@ -54,6 +54,7 @@ class Worker:
         self.task: Any = None  # the running LocalTask, or None when idle
         self.ahead: deque = deque()  # LocalTasks sent ahead, waiting in the socket (prefetch)
         self.outbox: list[bytes] = []  # framed messages not yet written (see write_outbox)
+        self.cancel_next: Any = None  # a cancelled LocalTask that may or may not still run
         self.blocked = False
         self.funcs: set[str] = set()
         self.started = time.monotonic()
@@ -73,11 +74,18 @@ class Worker:
         self.outbox.append(bytes(data))
 
     def write_outbox(self) -> None:
-        """Write every queued message with one system call (one wake-up of the worker)."""
+        """Write every queued message with one system call (one wake-up of the worker).
+
+        A worker that died meanwhile is noticed when its socket reads EOF (its
+        tasks are requeued or reported there), so a broken pipe is not an error.
+        """
         view = memoryview(b"".join(self.outbox))
         self.outbox.clear()
-        while view.nbytes:
-            view = view[os.write(self.fd, view):]
+        try:
+            while view.nbytes:
+                view = view[os.write(self.fd, view):]
+        except OSError:
+            pass
 
 
 class Pool:
@@ -132,7 +140,7 @@ class Pool:
         return w
 
     def give_back(self, w: Worker) -> None:
-        w.task = None
+        w.task = w.cancel_next = None
         w.ahead.clear()
         w.blocked = False
         lst = self.idle.setdefault(w.gpus, [])

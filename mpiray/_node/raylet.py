@@ -34,11 +34,25 @@ from .pool import Pool, Worker
 UNIT = 10_000
 PREFETCH_MAX_SECONDS = 0.002  # prefetch only behind functions that usually run shorter
 PREFETCH_DEPTH = 16  # at most this many tasks sent ahead to one worker (about 2 ms of work)
+# beyond the first, only tasks with this few inline bytes go ahead: what waits in a worker's
+# socket stays well under its buffer, so the raylet's write never blocks (the worker may be
+# blocked sending its result to the raylet at the same time)
+PREFETCH_SMALL_BYTES = 4096
 # a raylet gives rank 0 this many heartbeat limits of silence before it ends itself: rank 0's
 # heartbeats come from its service thread, which a driver stuck in a C call holding the GIL
 # can delay (the pid check catches a dead rank 0 on the same host at once)
 ZERO_SILENCE_FACTOR = 3
 SPIN_SECONDS = 0.001  # after activity the loop polls without sleeping this long (yielding the core)
+
+
+def _inline_bytes(task: LocalTask) -> int:
+    """Bytes of arguments and inputs that travel inside the task's W_RUN message."""
+    args = task.spec.args
+    n = args.nbytes() if args is not None else 0
+    for info in task.deps.values():
+        if info[0] == "inline":
+            n += info[1].nbytes()
+    return n
 
 
 class Raylet:
@@ -247,19 +261,23 @@ class Raylet:
             return  # finished meanwhile
         w = task.worker
         if w is None:  # still queued here: it never runs
-            del self.waiting[task_id]
             try:
                 self.queue.remove(task)
             except ValueError:
                 pass
-            failure = Failure("cancelled", None, "TaskCancelledError", "cancelled", "",
-                              task.spec.name, f"rank {self.rank}")
-            self.t.send(0, (m.DONE, task_id, [], failure))
-            self._made_nothing(task.spec)
+            self._never_runs(task)
         elif task in w.ahead:  # prefetched, not started: interrupt it once it starts
             task.cancel = force
         else:
             self._interrupt(w, force)
+
+    def _never_runs(self, task: LocalTask) -> None:
+        """A cancelled task that did not start here: report it cancelled."""
+        self.waiting.pop(task.spec.task_id, None)
+        failure = Failure("cancelled", None, "TaskCancelledError", "cancelled", "",
+                          task.spec.name, f"rank {self.rank}")
+        self.t.send(0, (m.DONE, task.spec.task_id, [], failure))
+        self._made_nothing(task.spec)
 
     def _interrupt(self, w: Worker, force: bool) -> None:
         if force:
@@ -332,6 +350,9 @@ class Raylet:
                 skipped += 1
                 continue
             self.queue.popleft()
+            if task.cancel is not None:  # cancelled while sent ahead, then handed back
+                self._never_runs(task)
+                continue
             gpus = self._pick_gpus(demand["GPU"]) if "GPU" in demand else ()
             for k, v in demand.items():
                 if k != "GPU":
@@ -388,6 +409,8 @@ class Raylet:
                 head = self.queue[0]
                 if head.spec.demand != cur.spec.demand or head.cancel is not None:
                     break
+                if w.ahead and _inline_bytes(head) > PREFETCH_SMALL_BYTES:
+                    break  # only one big message ahead: a write to the worker must never block
                 self.queue.popleft()
                 head.gpus = ()
                 w.ahead.append(head)
@@ -418,6 +441,11 @@ class Raylet:
             self._worker_died(w)
             return
         kind = msg[0]
+        pending = w.cancel_next
+        if pending is not None:  # interrupt only if that task still runs
+            w.cancel_next = None
+            if w.task is pending and not (kind == m.W_DONE and msg[1] == pending.spec.task_id):
+                self._interrupt(w, pending.cancel)
         if kind == m.W_DONE:
             task = w.task
             _, task_id, results, failure = msg
@@ -433,8 +461,11 @@ class Raylet:
                 if w.ahead:  # the next prefetched task starts now, on these resources
                     nxt = w.task = w.ahead.popleft()
                     nxt.started = time.monotonic()
-                    if nxt.cancel is not None:
-                        self._interrupt(w, nxt.cancel)
+                    if nxt.cancel is not None:  # cancelled while it waited in the socket
+                        if w.conn.poll(0):
+                            w.cancel_next = nxt  # it may be done already: its next message says
+                        else:
+                            self._interrupt(w, nxt.cancel)
                 else:
                     self._release(task, blocked=False)
                     self.pool.give_back(w)

@@ -176,12 +176,13 @@ class MapCache:
         return memoryview(mm)
 
     def view_of(self, fd: int) -> memoryview:
-        """A writable view of the whole file open as ``fd`` (which may hold a lock: the
-        cached mapping is made from a new open of the same file, so it holds none)."""
+        """A view of the whole file open as ``fd`` (which may hold a lock: the cached
+        mapping is made from a new open of the same file, so it holds none).  Read
+        through it only: without /proc the fallback maps ``fd`` read-only, uncached."""
         try:
             return self.view(f"/proc/self/fd/{fd}")
-        except FileNotFoundError:  # no /proc: map from the descriptor itself, uncached
-            return memoryview(mmap.mmap(fd, os.fstat(fd).st_size))
+        except FileNotFoundError:
+            return memoryview(mmap.mmap(fd, os.fstat(fd).st_size, prot=mmap.PROT_READ))
 
     def prune(self) -> None:
         """Forget mappings of files that were unlinked."""

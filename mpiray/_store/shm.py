@@ -268,7 +268,7 @@ class Store:
             if os.fstat(fd).st_size < POOL_MIN:
                 view = map_file(path)
             else:
-                view = self.maps.view(path).toreadonly()
+                view = self.maps.view_of(fd).toreadonly()  # the pinned file, even if moved since
             return view[:object_length(view)], fd
         except BaseException:
             os.close(fd)
@@ -300,9 +300,11 @@ class Store:
             _unlink(path)
         _unlink(self.spill_path(object_id))
         self.maps.prune()
+        _READS.prune()
 
     def destroy(self) -> None:
         self.maps.clear()
+        _READS.clear()  # the session is over: let go of every file it read
         shutil.rmtree(self.dir, ignore_errors=True)
         try:
             os.unlink(os.path.join(self.root, f".pid-r{self.rank}"))

@@ -331,7 +331,22 @@ def scenario_declared_gpus_are_assigned():
         assert env == ",".join(str(i) for i in ids) and len(ids) == 1, out
 
 
+@ray.remote
+def echo(value):
+    return value
+
+
+def scenario_short_tasks_with_big_inline_values_never_stall():
+    # ~60 KB in and out of each short task: tasks sent ahead to a worker must never fill
+    # its socket while the worker is blocked sending a result back (a deadlock)
+    payload = b"x" * 60_000
+    for _ in range(3):
+        refs = [echo.remote(payload) for _ in range(300)]
+        assert all(v == payload for v in ray.get(refs, timeout=T))
+
+
 if __name__ == "__main__":
     from _runner import run_scenarios
 
     run_scenarios(globals())
+
