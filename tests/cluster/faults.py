@@ -3,8 +3,10 @@
 Run by test_faults.py on one cluster (``mpiexec -n 3``); one RESULT line each.
 """
 
+import atexit
 import ctypes
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -18,6 +20,7 @@ from mpiray import exceptions as rex
 
 T = 60
 TMP = tempfile.mkdtemp(prefix="mpiray-faults-")
+atexit.register(shutil.rmtree, TMP, True)  # markers of this run only
 
 
 def marker(name):
