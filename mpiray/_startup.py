@@ -92,6 +92,9 @@ def _raylet_failed(raylet: Any, transport: Any, host: str, exc: BaseException) -
                      f"{type(exc).__name__}: {exc}. Ending the job.\n").encode())
         raylet.pool.shutdown(timeout=1.0)
         raylet.store.destroy()
+        import shutil
+
+        shutil.rmtree(raylet.store.root, ignore_errors=True)  # the job ends: this host's share
         time.sleep(0.2)  # let the launcher forward the message before the abort tears down
     finally:
         transport.abort(1)

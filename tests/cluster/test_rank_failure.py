@@ -3,11 +3,25 @@
 import socket
 from pathlib import Path
 
+import pytest
 from conftest import run_mpi, run_python
+from mpich_leftovers import mpich_segments, remove_unmapped
+
+from mpiray._store.shm import default_root, sweep_stale
 
 APP = str(Path(__file__).with_name("apps") / "kill_raylet.py")
 KILL_DRIVER = str(Path(__file__).with_name("apps") / "kill_driver.py")
 RAYLET_ERROR = str(Path(__file__).with_name("apps") / "raylet_error.py")
+
+
+@pytest.fixture(autouse=True)
+def no_mpich_leftovers():
+    """Every test here kills or aborts a job: remove the MPICH segments and the store
+    folders (whose processes are all gone) that it left."""
+    before = mpich_segments()
+    yield
+    remove_unmapped(mpich_segments() - before)
+    sweep_stale(default_root(), min_age=0)
 
 
 def check(result):

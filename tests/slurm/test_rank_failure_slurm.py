@@ -6,8 +6,6 @@ the dead raylet, prints which rank and host died, and aborts the job.
 
 from __future__ import annotations
 
-import glob
-import os
 import socket
 import uuid
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 import subprocess
 import time
 
+from mpich_leftovers import mpich_segments, remove_unmapped
 from slurm_jobs import CMD_TIMEOUT, job_env, output_file, processes_with_marker, submit, wait_gone
 
 pytestmark = pytest.mark.slurm
@@ -44,29 +43,6 @@ def started(path, deadline: float) -> bool:
             return True
         time.sleep(0.2)
     return False
-
-
-def mpich_segments() -> set[str]:
-    return set(glob.glob("/dev/shm/mpich_shm_*"))
-
-
-def remove_unmapped(paths: set[str]) -> None:
-    """Delete MPICH shared-memory segments our killed job left (no process maps them).
-    Left behind, a later job whose name hashes the same (job ids repeat after a Slurm
-    state purge) hangs in MPI_Init."""
-    mapped = set()
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/maps") as f:
-                    mapped.update(line.split()[-1] for line in f if "mpich_shm_" in line)
-            except OSError:
-                pass
-    for path in paths - mapped:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
 def test_killed_raylet_under_srun_is_named_and_ends_the_job(tmp_path):
