@@ -317,7 +317,8 @@ def scenario_finished_task_keeps_result_after_cancel():
 
 
 def scenario_function_not_importable_on_worker():
-    d = tempfile.mkdtemp(prefix="mpiray-mod-")
+    d = os.path.join(TMP, "mods")  # removed with TMP at exit
+    os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "driver_only_mod.py"), "w") as f:
         f.write("def f():\n    return 1\n")
     sys.path.insert(0, d)
