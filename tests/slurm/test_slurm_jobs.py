@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from mpiray._store.shm import default_root, sweep_stale
 from mpiray.launch import JobSpec, render_sbatch
+from mpich_leftovers import mpich_segments, remove_unmapped
 from slurm_jobs import (CMD_TIMEOUT, PROBE, TEMPLATES, job_env, output_file, probe_lines,
                         processes_with_marker, run_job, slurm, submit, wait_for_text, wait_gone,
                         final_state)
@@ -116,6 +118,15 @@ def test_impossible_request_fails_at_submit(tmp_path, marker):
 
 
 def test_scancel_leaves_no_process_behind(tmp_path, marker):
+    before = mpich_segments()
+    try:
+        check_scancel(tmp_path, marker)
+    finally:  # a cancelled step cannot remove MPICH's segments or mpiray's store folders
+        remove_unmapped(mpich_segments() - before)
+        sweep_stale(default_root(), min_age=0)
+
+
+def check_scancel(tmp_path, marker):
     env = job_env(marker)
     job = submit(TEMPLATES / "multi-node-cpu.sbatch", str(PROBE), "--raylets", "2",
                  "--sleep", "600", "--marker", marker,
