@@ -88,13 +88,8 @@ def _raylet_failed(raylet: Any, transport: Any, host: str, exc: BaseException) -
 
     try:
         text = "" if isinstance(exc, KeyboardInterrupt) else traceback.format_exc()
-        os.write(2, (f"{text}mpiray: rank {transport.rank} (host {host}, pid {os.getpid()}) failed: "
-                     f"{type(exc).__name__}: {exc}. Ending the job.\n").encode())
-        raylet.pool.shutdown(timeout=1.0)
-        raylet.store.destroy()
-        import shutil
-
-        shutil.rmtree(raylet.store.root, ignore_errors=True)  # the job ends: this host's share
+        raylet.end(f"{text}mpiray: rank {transport.rank} (host {host}, pid {os.getpid()}) failed: "
+                   f"{type(exc).__name__}: {exc}. Ending the job.")
         time.sleep(0.2)  # let the launcher forward the message before the abort tears down
     finally:
         transport.abort(1)

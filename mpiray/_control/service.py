@@ -29,7 +29,7 @@ from typing import Any
 from .._backoff import Backoff, tighten_timer_slack
 from .._liveness import process_alive
 from .._protocol import messages as m
-from .._store.shm import prune_mappings
+from .._store.shm import MAPS
 from .._store.transfer import Transfers
 from .gcs import GCS
 
@@ -179,7 +179,7 @@ class Service:
         """A rank that died or fell silent ends the job: no rank may hang waiting for it."""
         if self.stop:
             return
-        prune_mappings()  # this process's cached mappings of files freed elsewhere go
+        MAPS.prune()  # this process's cached mappings of files freed elsewhere go
         beat = now - self._last_beat >= 1.0
         if beat:
             self._last_beat = now

@@ -112,7 +112,7 @@ class Raylet:
                     getattr(self, "on_" + msg[0])(src, *msg[1:])
             if not self.running:
                 break
-            ready = self.pool.ready(0 if busy or not delay else delay)
+            ready = self.pool.ready(0 if busy else delay)
             for w in ready:
                 busy = True
                 self._from_worker(w)
@@ -143,12 +143,20 @@ class Raylet:
         if why is None:
             return
         try:
-            os.write(2, (f"mpiray: rank {self.rank} (host {self.hosts[self.rank]}) is ending: rank 0 "
-                         f"(the driver, host {self.hosts[0]}) {why}.\n").encode())
-            self.pool.shutdown(timeout=1.0)
-            self.store.destroy()
+            self.end(f"mpiray: rank {self.rank} (host {self.hosts[self.rank]}) is ending: rank 0 "
+                     f"(the driver, host {self.hosts[0]}) {why}.")
         finally:
             os._exit(1)
+
+    def end(self, message: str) -> None:
+        """The job is over for this rank: say why, stop the workers, remove this host's
+        share of the job's objects (the other ranks are ending too)."""
+        import shutil
+
+        os.write(2, (message + "\n").encode())
+        self.pool.shutdown(timeout=1.0)
+        self.store.destroy()
+        shutil.rmtree(self.store.root, ignore_errors=True)
 
     def on_hb(self, src: int) -> None:
         pass  # rank 0 is alive (noted for every message from it)

@@ -22,7 +22,7 @@ from .._objref import ObjectRef, RefTracker
 from .._options import TaskOptions, from_units
 from .._protocol import messages as m
 from .._serialization import Blob, loads
-from .._store.shm import Store, cached_mappings, prune_mappings, register_spill_root
+from .._store.shm import Store, register_spill_root
 from .._protocol.messages import Failure
 from ..exceptions import GetTimeoutError
 from .._values import IdGen, decode, encode, make_spec, resolve_arguments, task_failure, where
@@ -295,9 +295,8 @@ def main(fd: int) -> None:
         return  # the raylet stopped before this worker was up
     while True:
         try:
-            while (rt.store.maps or cached_mappings()) and not conn.poll(1.0):
+            while rt.store.maps and not conn.poll(1.0):
                 rt.store.maps.prune()  # an idle worker lets go of freed files it mapped
-                prune_mappings()
             msg = conn.recv()
         except (EOFError, OSError):
             break

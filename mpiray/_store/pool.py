@@ -122,6 +122,7 @@ class FreePool:
 
 
 def _unlink(path: str) -> bool:
+    """Remove ``path``; False if it was gone (claimed or removed meanwhile)."""
     try:
         os.unlink(path)
         return True

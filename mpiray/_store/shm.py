@@ -35,7 +35,7 @@ from typing import Any
 from .._liveness import process_alive
 from .._objref import RefTracker
 from .._serialization import Blob, loads
-from .pool import POOL_MIN, FreePool, MapCache
+from .pool import POOL_MIN, FreePool, MapCache, _unlink
 
 MAGIC = b"MRAY"
 _HEAD = struct.Struct("<4sIQ")
@@ -117,7 +117,7 @@ class Store:
         self.spilled: dict[str, int] = {}
         self.spilled_bytes_total = 0
         self.pool = FreePool(self.dir)
-        self.maps = MapCache()
+        self.maps = MAPS  # this process's mappings (shared by its stores, reads and writes)
         self.writes_big = False  # wrote an object of READ_CACHE_MIN or more: keeps freed ones warm
         self._lock = threading.Lock()
 
@@ -208,7 +208,8 @@ class Store:
             self.used += size
         if self.capacity is None:
             return
-        parked = self.pool.bytes()
+        # parked files are bounded at half the capacity: below the other half, no need to look
+        parked = self.pool.bytes() if self.used > self.capacity - self.capacity // 2 else 0
         if parked and self.used + parked > self.capacity:
             self.pool.trim(self.used + parked - self.capacity)
             self.maps.prune()
@@ -254,31 +255,11 @@ class Store:
         data, bufs = parse(self.map(object_id, rank))
         return loads(data, bufs, tracker)
 
-    def pin_raw(self, object_id: str) -> tuple[memoryview, int | None]:
-        """The object's bytes for a push, and the descriptor that pins them (``LOCK_SH``;
-        close it when done, see ``unpin``).  Big files in shared memory are read through
-        this process's mapping cache, so pushing a recycled file again is warm."""
-        path = self.path(object_id)
-        try:
-            fd = _open_pinned(path)
-        except FileNotFoundError:
-            view = self.map(object_id)  # spilled: a plain mapping, pinned by itself
-            return view[:object_length(view)] if view.nbytes else view, None
-        try:
-            if os.fstat(fd).st_size < POOL_MIN:
-                view = map_file(path)
-            else:
-                view = self.maps.view_of(fd).toreadonly()  # the pinned file, even if moved since
-            return view[:object_length(view)], fd
-        except BaseException:
-            os.close(fd)
-            raise
-
-    @staticmethod
-    def unpin(view: memoryview, pin: int | None) -> None:
-        view.release()
-        if pin is not None:
-            os.close(pin)
+    def pin_raw(self, object_id: str) -> memoryview:
+        """The object's bytes for a push (its file may be longer), pinned like every read
+        (``map_file``) until the view is released."""
+        view = self.map(object_id)
+        return view[:object_length(view)] if view.nbytes else view
 
     def exists(self, object_id: str, rank: int | None = None) -> bool:
         return self.locate(object_id, rank) is not None
@@ -300,11 +281,9 @@ class Store:
             _unlink(path)
         _unlink(self.spill_path(object_id))
         self.maps.prune()
-        _READS.prune()
 
     def destroy(self) -> None:
-        self.maps.clear()
-        _READS.clear()  # the session is over: let go of every file it read
+        self.maps.clear()  # the session is over: let go of every file this process mapped
         shutil.rmtree(self.dir, ignore_errors=True)
         try:
             os.unlink(os.path.join(self.root, f".pid-r{self.rank}"))
@@ -349,17 +328,8 @@ def sweep_stale(parent: str, min_age: float = 60.0) -> int:
     return removed
 
 
-_READS = MapCache()  # this process's mappings of big object files it read
+MAPS = MapCache()  # this process's mappings of big object files, read or written
 READ_CACHE_MIN = 8 << 20  # smaller files map faster than a cache lookup pays back
-
-
-def cached_mappings() -> int:
-    return len(_READS)
-
-
-def prune_mappings() -> None:
-    """Let go of cached read mappings whose files were unlinked (idle processes call it)."""
-    _READS.prune()
 
 
 def map_file(path: str) -> memoryview:
@@ -385,7 +355,7 @@ def map_file(path: str) -> memoryview:
         if size >= READ_CACHE_MIN and not spilled:
             import numpy as np
 
-            holder = np.frombuffer(_READS.view_of(fd), dtype=np.uint8)
+            holder = np.frombuffer(MAPS.view_of(fd), dtype=np.uint8)
             holder.flags.writeable = False
             weakref.finalize(holder, os.close, fd)
             return memoryview(holder)
@@ -414,13 +384,6 @@ def _open_pinned(path: str) -> int:
             raise
         os.close(fd)
     raise FileNotFoundError(errno.ENOENT, "object file kept moving while being opened", path)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 _SPILL_ROOTS: dict[str, str] = {}  # shared-memory root -> spill root, for map_file's fallback

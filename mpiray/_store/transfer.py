@@ -33,13 +33,12 @@ from .._protocol import messages as m
 
 
 class PushJob:
-    __slots__ = ("oid", "dest", "view", "pin", "next_off")
+    __slots__ = ("oid", "dest", "view", "next_off")
 
-    def __init__(self, oid: str, dest: int, view: memoryview, pin: int | None):
+    def __init__(self, oid: str, dest: int, view: memoryview):
         self.oid = oid
         self.dest = dest
-        self.view = view
-        self.pin = pin  # keeps the file from being recycled while it is copied
+        self.view = view  # pinned: the file is not recycled while it is copied
         self.next_off = 0
 
 
@@ -108,16 +107,16 @@ class Transfers:
     # -- owner -------------------------------------------------------------
     def on_pull(self, src: int, oid: str, requester: int) -> None:
         try:
-            view, pin = self.store.pin_raw(oid)
+            view = self.store.pin_raw(oid)
         except FileNotFoundError:
             self.t.send(requester, (m.DATA, oid, -1))
             return
         self.t.send(requester, (m.DATA, oid, view.nbytes))
         self.t.flush()  # the requester readies its destination while the first chunk is copied
         if view.nbytes:
-            self.pushes.append(PushJob(oid, requester, view, pin))
+            self.pushes.append(PushJob(oid, requester, view))
         else:
-            self.store.unpin(view, pin)
+            view.release()
         self.pump()
 
     def on_slot_free(self, src: int, oid: str, slot: int) -> None:
@@ -140,7 +139,7 @@ class Transfers:
             if job.next_off < job.view.nbytes:
                 self.pushes.append(job)
             else:
-                self.store.unpin(job.view, job.pin)
+                job.view.release()
 
     def busy(self) -> bool:
         return bool(self.pushes or self.pulls)

@@ -75,13 +75,13 @@ def test_a_recycled_file_can_be_longer_than_its_object(store):
     assert store.write("b", dumps(value)) == big  # 3 MiB file for a 2 MiB object
     assert os.path.getsize(store.path("b")) == big
     assert np.array_equal(store.read("b", None), value)
-    view, pin = store.pin_raw("b")  # what a push sends: the object, not the file
+    view = store.pin_raw("b")  # what a push sends: the object, not the file
     try:
         assert view.nbytes == object_length(view) < big
         data, bufs = parse(view)
         assert bufs[0].nbytes == value.nbytes
     finally:
-        store.unpin(view, pin)
+        view.release()
 
 
 def test_claim_picks_the_smallest_file_that_fits_and_not_a_far_bigger_one(tmp_path):
@@ -162,7 +162,7 @@ def test_readers_reuse_their_mapping_of_a_recycled_file_and_see_its_new_object(s
 
     store.write("a", dumps(np.full(10 * MiB, 1, np.uint8)))
     a = store.read("a", None)
-    mapped = len(shm._READS)
+    mapped = len(shm.MAPS)
     part = a[10:20]  # a view derived from the read keeps the pin too
     del a
     store.delete("a")
@@ -176,15 +176,15 @@ def test_readers_reuse_their_mapping_of_a_recycled_file_and_see_its_new_object(s
     c = store.read("c", None)
     assert (c == 7).all() and not c.flags.writeable
     st = os.stat(store.path("c"))
-    first = shm._READS._maps[(st.st_dev, st.st_ino)][1]
+    first = shm.MAPS._maps[(st.st_dev, st.st_ino)][1]
     del c
     store.delete("c")
     store.write("d", dumps(np.full(10 * MiB, 8, np.uint8)))  # recycled once more
     assert os.stat(store.path("d")).st_ino == st.st_ino
     d = store.read("d", None)
     assert (d == 8).all()
-    assert shm._READS._maps[(st.st_dev, st.st_ino)][1] is first  # no new mapping
-    assert len(shm._READS) <= max(mapped, 1) + 1
+    assert shm.MAPS._maps[(st.st_dev, st.st_ino)][1] is first  # no new mapping
+    assert len(shm.MAPS) <= max(mapped, 1) + 1
 
 
 def test_the_pin_of_a_read_through_the_cache_lives_with_the_view(store):
