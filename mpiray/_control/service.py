@@ -62,6 +62,7 @@ class Service:
         self.peers: dict[int, tuple] = {}  # rank -> (host, pid) of raylets, for liveness checks
         self.same_host: set[int] = set()
         self.silence_limit = 30.0
+        self.on_fatal = lambda: None  # called before a fatal message (quiets the driver's watchdog)
 
     def start(self) -> None:
         self.thread.start()
@@ -200,6 +201,7 @@ class Service:
 
     def fatal(self, message: str) -> None:
         try:
+            self.on_fatal()
             os.write(2, (message + "\n").encode())
             if self.store is not None:  # this host's share of the job's objects
                 import shutil

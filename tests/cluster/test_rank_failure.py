@@ -1,10 +1,12 @@
 """A raylet rank that dies ends the whole job quickly, with a message and no leftovers."""
 
+import re
 import socket
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_mpi, run_python
+from conftest import run, run_mpi, run_python
 from mpich_leftovers import mpich_segments, remove_unmapped
 
 from mpiray._store.shm import default_root, sweep_stale
@@ -43,6 +45,15 @@ def test_killed_raylet_ends_mpiexec_job():
         "BAD TERMINATION" in text and f"RUNNING AT {host}" in text), result
 
 
+def test_killed_raylet_is_named_under_python_m_mpiray():
+    # `python -m mpiray -n 3` runs mpiexec as a child and watches the ranks it starts: it
+    # names the rank that died first (mpiexec's own report names the lowest rank it killed)
+    result = run([sys.executable, "-m", "mpiray", "-n", "3", APP], timeout=60)
+    check(result)
+    host = socket.gethostname()
+    assert re.search(rf"mpiray: .*rank 2 \(host {re.escape(host)}, pid \d+\)", result.stderr), result
+
+
 def test_killed_driver_ends_the_raylets():
     # rank 0 dies without a word: the raylets notice (its pid is gone) and end, with their
     # workers and store; their message goes to MPICH's output forwarding, which may be gone
@@ -54,10 +65,12 @@ def test_killed_driver_ends_the_raylets():
 
 
 def test_killed_raylet_ends_embedded_job():
-    # the process manager MPICH starts for the embedded cluster kills the whole job at once
-    # (SIGKILL, no message of its own); the guarantee tested here is: no hang, no survivor
+    # the process manager MPICH starts for the embedded cluster kills the whole job at once,
+    # driver included (SIGKILL); the driver's watchdog process names the rank that died
     result = run_python(APP, timeout=60)
     check(result)
+    host = socket.gethostname()
+    assert f"rank 2 (host {host}" in result.stderr and "died" in result.stderr, result
 
 
 def test_raylet_error_ends_the_job_with_its_rank_and_cause():
