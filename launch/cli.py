@@ -2,7 +2,7 @@
 
 ::
 
-    mpiray run -n 4 app.py [args]            run mpiexec -n 4 python app.py args
+    mpiray run -n 4 app.py [args]            exec mpiexec -n 4 python app.py args
     mpiray render --nodes 2 ... app.py       print a Slurm batch script
     mpiray sbatch --nodes 2 ... app.py       write <job-name>.sbatch and submit it
     mpiray sbatch --dry-run ... app.py       print the script, write and submit nothing
@@ -119,9 +119,9 @@ def _run(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 0
     if not os.path.exists(ns.script):
         parser.error(f"no such script: {ns.script}")
-    from .._supervise import run_supervised
-
-    return run_supervised(cmd)  # names the rank behind a failure report of mpiexec
+    sys.stdout.flush()
+    os.execvp(cmd[0], cmd)
+    return 127  # pragma: no cover - execvp does not return
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,12 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         mpiexec = find_mpiexec()
         if mpiexec is None:
             parser.error("mpiexec not found: `pip install mpich`, or put your MPI's bin directory on PATH")
-        from ._supervise import run_supervised
-
-        # a child, not exec: a rank's death is reported by mpiexec with its pid only; the
-        # supervisor names the rank
-        return run_supervised([mpiexec, "-n", str(ns.np), sys.executable, "-m", "mpiray", ns.script,
-                               *ns.args])
+        cmd = [mpiexec, "-n", str(ns.np), sys.executable, "-m", "mpiray", ns.script, *ns.args]
+        os.execv(mpiexec, cmd)
     from . import _api
 
     _api.init()

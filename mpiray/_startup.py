@@ -39,12 +39,15 @@ def start_driver(config: Config, init_args: dict) -> Any:
         # memory between them, so objects move through the node's shared-memory files
         config = dataclasses.replace(config, share_host_memory=True)
     session = uuid.uuid4().hex[:12]
+    from ._watchdog import listen
+
+    listener = listen(session)  # before the handshake: raylets of this host connect at once
     transport.bcast({"config": config.to_dict(), "init_args": init_args, "session": session,
                      "driver_pid": os.getpid()})
     hosts = transport.allgather(transport.host)
     nodes = transport.gather(None)[1:]
     transport.open_stage(config.staging_bytes, STAGING_SLOTS)
-    return DriverRuntime(transport, config, session, hosts, nodes, spawned)
+    return DriverRuntime(transport, config, session, hosts, nodes, spawned, listener)
 
 
 def run_raylet(transport: Any) -> None:
@@ -54,6 +57,9 @@ def run_raylet(transport: Any) -> None:
 
     hello = transport.bcast(None)
     session = hello["session"]
+    from ._watchdog import connect
+
+    watched = connect(session)  # held for life: its end-of-file tells the watchdog this rank died
     # resources follow this rank's own environment, overridden by init() arguments
     config = Config.from_env().with_args(**hello["init_args"])
     shared = Config(**hello["config"])
@@ -78,6 +84,8 @@ def run_raylet(transport: Any) -> None:
     finally:
         raylet.pool.shutdown(timeout=1.0)
         transport.close()
+        if watched is not None:
+            watched.close()
 
 
 def _raylet_failed(raylet: Any, transport: Any, host: str, exc: BaseException) -> None:

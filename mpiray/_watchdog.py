@@ -1,36 +1,85 @@
-"""Names the rank whose death ended an embedded cluster (run as a tiny separate process).
+"""Names the rank whose death ended the job (run as a tiny separate process).
 
-In embedded mode (a lone ``python app.py``) MPICH's process manager answers the
-death of any spawned rank by SIGKILLing the whole job, the driver included, so
-the driver cannot say what happened.  This process outlives it (its own
-session, out of the process manager's reach), so it can.
+MPICH's process manager (``mpiexec``, and the one behind an embedded cluster)
+answers the death of any rank by SIGKILLing every other rank within
+milliseconds, the driver included, so no mpiray rank can say what happened;
+mpiexec's own report names the lowest rank that ended badly, often one it
+killed itself.  This process outlives them (its own session, out of the
+process manager's reach), so it can.
 
-    python -S -I _watchdog.py DRIVER_PID RANK:PID:HOST ...
+How it tells the first death: rank 0 listens on an abstract Unix socket
+before the start-up handshake; every raylet of its host connects to it as soon
+as it knows the session and never writes to it.  A raylet's connection reaches
+end-of-file the moment its process lets go of its files, the same moment the
+launcher notices the death, so the ranks the launcher kills afterwards close
+theirs later.  (Process exit notifications, pidfds, come after the whole
+process is torn down and were seen out of order.)  Runs only for jobs on one
+host: it cannot watch ranks elsewhere, and would rather say nothing than blame
+a rank that was killed second.
 
-It reads the driver's pipe on stdin: ``bye`` means a clean shutdown.  When a
-rank dies and the driver then dies without ``bye``, it prints which rank died
-first on its stderr (the driver's) and exits.  In every other case it exits
-quietly as soon as the driver is gone.  Standard library only, no mpiray
-import: it starts in a few milliseconds and takes a few MiB.
+    python -S -I _watchdog.py DRIVER_PID LISTEN_FD RANK:PID:HOST ...
+
+It reads the driver's pipe on stdin: ``bye`` means a clean shutdown (or that
+the driver reported the death itself).  When a rank dies and the driver then
+dies without ``bye``, it prints which rank died first on its stderr (the
+driver's) and exits; in every other case it exits quietly once the driver is
+gone.  Standard library only, no mpiray import: it starts in milliseconds and
+takes a few MiB.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import socket
+import struct
 import sys
 import time
 
 GRACE = 2.0  # s a rank's death may precede the driver's
 
 
-def _exit_text(pid: int) -> str:
-    """How a process that is still a zombie ended, from /proc (empty if unknown)."""
+def address(session: str) -> str:
+    return f"\0mpiray-{session}-watch"
+
+
+def listen(session: str) -> socket.socket | None:
+    """Rank 0, before the handshake: the socket the raylets of this host connect to."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(address(session))
+        s.listen(1024)
+        return s
+    except OSError:
+        return None
+
+
+def connect(session: str) -> socket.socket | None:
+    """A raylet, after the handshake: hold a connection to the watchdog for life."""
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(address(session))
+        return s
+    except OSError:
+        return None  # another host, or no watchdog: nothing to do
+
+
+def _exit_text(pid: int) -> str:
+    """How a process ended, while it is still a zombie (empty if unknown)."""
+    for _ in range(20):  # its connection closes just before it becomes a zombie
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rpartition(b")")[2].split()
+        except OSError:
+            return ""
+        if fields and fields[0] in (b"Z", b"X"):
+            break
+        time.sleep(0.001)
+    else:
+        return ""
+    try:
         code = int(fields[49])  # exit_code, field 52 of stat (Linux 3.5+)
-    except (OSError, IndexError, ValueError):
+    except (IndexError, ValueError):
         return ""
     if code & 0x7F:
         sig = code & 0x7F
@@ -41,30 +90,40 @@ def _exit_text(pid: int) -> str:
 
 
 class RankDeaths:
-    """The ranks of this host, watched through pidfds: which died, in which order."""
+    """Connections of the ranks of this host: which closed, in which order."""
 
-    def __init__(self, ranks: list[tuple[int, int, str]]) -> None:
-        self.ranks: dict[int, tuple[int, int, str]] = {}  # pidfd -> (rank, pid, host)
-        for rank, pid, host in ranks:
+    def __init__(self, ranks: dict[int, tuple[int, str]]) -> None:
+        self.known = ranks  # pid -> (rank, host)
+        self.conns: dict[int, tuple[socket.socket, int, int, str]] = {}  # fd -> (sock, rank, pid, host)
+        self.groups: list[list[tuple[int, int, str]]] = []  # deaths seen at one wake-up
+        self.how: set[str] = set()  # how the first ones ended
+
+    def accept(self, listener: socket.socket, poller) -> None:
+        while True:
             try:
-                self.ranks[os.pidfd_open(pid)] = (rank, pid, host)
-            except (OSError, AttributeError):  # gone already, or no pidfds on this system
-                pass
-        self.groups: list[list[tuple[int, int, str, str]]] = []  # deaths seen at one wake-up
-
-    def register(self, poller) -> None:
-        for fd in self.ranks:
-            poller.register(fd, select.POLLIN)
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            pid = struct.unpack("3i", creds)[0]
+            if pid not in self.known:
+                conn.close()
+                continue
+            rank, host = self.known[pid]
+            self.conns[conn.fileno()] = (conn, rank, pid, host)
+            poller.register(conn.fileno(), select.POLLIN)
 
     def seen(self, ready: set, poller) -> bool:
-        """Record the ranks among ``ready`` (pidfds); True if any."""
+        """Record the ranks whose connection is among ``ready``; True if any."""
         group = []
-        for fd in sorted(ready & self.ranks.keys()):
-            rank, pid, host = self.ranks.pop(fd)
-            group.append((rank, pid, host, _exit_text(pid)))
+        for fd in sorted(ready & self.conns.keys()):
+            conn, rank, pid, host = self.conns.pop(fd)
             poller.unregister(fd)
-            os.close(fd)
+            conn.close()
+            group.append((rank, pid, host))
         if group:
+            if not self.groups:  # read before the launcher reaps them
+                self.how = {_exit_text(p) for _, p, _ in group} - {""}
             self.groups.append(sorted(group))
         return bool(group)
 
@@ -73,9 +132,9 @@ class RankDeaths:
         if not self.groups:
             return ""
         group = self.groups[0]
-        who = " or ".join(f"rank {r} (host {h}, pid {p})" for r, p, h, _ in group)
-        how = {x for *_, x in group if x}
-        text = f"{who} died{': ' + how.pop() if len(how) == 1 else ''}"
+        who = " or ".join(f"rank {r} (host {h}, pid {p})" for r, p, h in group)
+        how = next(iter(self.how)) if len(self.how) == 1 else ""
+        text = f"{who} died{': ' + how if how else ''}"
         if len(group) > 1:
             text += " (they ended within the same instant: which one first is unknown)"
         later = sorted(r for g in self.groups[1:] for r, *_ in g)
@@ -83,28 +142,30 @@ class RankDeaths:
             text += f", then rank(s) {', '.join(map(str, later))}"
         return text
 
-    def close(self) -> None:
-        for fd in self.ranks:
-            os.close(fd)
-        self.ranks.clear()
-
 
 def main(argv: list[str]) -> int:
-    driver = int(argv[0])
-    poller = select.poll()
+    driver, listen_fd = int(argv[0]), int(argv[1])
+    known = {int(p): (int(r), h) for r, p, h in (a.split(":", 2) for a in argv[2:])}
     try:
         dfd = os.pidfd_open(driver)
     except (OSError, AttributeError):
         return 0
-    deaths = RankDeaths([(int(r), int(p), h) for r, p, h in (a.split(":", 2) for a in argv[1:])])
-    deaths.register(poller)
-    poller.register(dfd, select.POLLIN)
-    poller.register(0, select.POLLIN)
+    listener = socket.socket(fileno=listen_fd)
+    listener.setblocking(False)
+    poller = select.poll()
+    deaths = RankDeaths(known)
+    for fd in (dfd, 0, listen_fd):
+        poller.register(fd, select.POLLIN)
+    deaths.accept(listener, poller)  # the raylets connected during the handshake
     said = b""
     deadline = None
     while True:
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
         ready = {fd for fd, _ in poller.poll(timeout)}
+        if listen_fd in ready:
+            deaths.accept(listener, poller)
+        if deaths.seen(ready, poller) and deadline is None:
+            deadline = time.monotonic() + GRACE
         if 0 in ready:
             chunk = os.read(0, 64)
             said += chunk
@@ -112,31 +173,36 @@ def main(argv: list[str]) -> int:
                 return 0
             if not chunk:
                 poller.unregister(0)
-        if deaths.seen(ready, poller) and deadline is None:
-            deadline = time.monotonic() + GRACE
         if dfd in ready:
+            deaths.seen({fd for fd, _ in poller.poll(0)}, poller)  # closed before the driver died
             if deaths.groups:
-                os.write(2, (f"mpiray: {deaths.first()}; MPI's process manager then ended the whole "
-                             f"job, driver (pid {driver}) included. Its tasks and objects cannot be "
+                os.write(2, (f"mpiray: {deaths.first()}; the MPI launcher then ended the whole job, "
+                             f"driver (pid {driver}) included. Its tasks and objects cannot be "
                              "recovered.\n").encode())
             return 0
         if deadline is not None and time.monotonic() >= deadline:
             return 0  # the driver outlived the rank: it reports the death itself
 
 
-def start_watchdog(nodes: list[dict], host: str):
-    """Start the watchdog for the ranks of ``nodes`` on this host; returns its process or None."""
+def start_watchdog(listener: socket.socket | None, nodes: list[dict], host: str):
+    """Start the watchdog for a job whose ranks all run on this host; its process, or None.
+    The listening socket passes to it (rank 0 closes its own copy)."""
     import subprocess
 
-    watched = [f"{n['rank']}:{n['pid']}:{n['host']}" for n in nodes if n["host"] == host]
-    if not watched or not hasattr(os, "pidfd_open"):
+    if listener is None:
         return None
     try:
+        if not nodes or any(n["host"] != host for n in nodes) or not hasattr(os, "pidfd_open"):
+            return None
+        fd = listener.fileno()
         return subprocess.Popen([sys.executable, "-S", "-I", os.path.abspath(__file__), str(os.getpid()),
-                                 *watched], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                start_new_session=True, close_fds=True)
+                                 str(fd), *(f"{n['rank']}:{n['pid']}:{n['host']}" for n in nodes)],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(fd,),
+                                start_new_session=True)
     except OSError:
         return None
+    finally:
+        listener.close()
 
 
 def quiet_watchdog(proc) -> None:

@@ -19,7 +19,6 @@ from .._options import TaskOptions, from_units
 from .._protocol import messages as m
 from .._store.shm import Store, check_shared_memory, register_spill_root, sweep_stale
 from .._values import IdGen, decode, encode, make_spec
-from .._supervise import write_rank_table
 from .._watchdog import quiet_watchdog, start_watchdog, stop_watchdog
 from .gcs import GCS, PENDING, lost_failure
 from .service import Service
@@ -37,7 +36,7 @@ class DriverRuntime:
     is_driver = True
 
     def __init__(self, transport: Any, config: Any, session: str, hosts: list[str], nodes: list[dict],
-                 spawned: bool):
+                 spawned: bool, listener: Any = None):
         self.transport = transport
         self.config = config
         self.session = session
@@ -63,9 +62,8 @@ class DriverRuntime:
             if info["host"] == hosts[0]:
                 self.service.same_host.add(info["rank"])
         self.service.silence_limit = config.heartbeat_timeout
-        self.watchdog = start_watchdog(nodes, hosts[0]) if spawned else None
+        self.watchdog = start_watchdog(listener, nodes, hosts[0])  # names a rank whose death ends the job
         self.service.on_fatal = lambda: quiet_watchdog(self.watchdog)  # the driver names it itself
-        write_rank_table([(0, os.getpid(), hosts[0])] + [(n["rank"], n["pid"], n["host"]) for n in nodes])
         self.exported: set[str] = set()
         self.closed = False
         self.service.start()
