@@ -25,7 +25,6 @@ from .service import Service
 
 
 DRIVER_POLL_WINDOW = 0.005  # a waiting driver polls MPI itself this long, then sleeps
-DRIVER_POLL_SLEEP = 3e-5
 
 
 class _LookAgain(Exception):
@@ -187,6 +186,9 @@ class DriverRuntime:
         if remaining is not None and remaining <= 0:
             raise exc_mod.GetTimeoutError(f"get() timed out waiting for {what}")
         if started is not None and now - started < DRIVER_POLL_WINDOW:
+            # the service thread stays out of the way meanwhile: two threads taking turns
+            # at the GIL and the IO lock cost the reply ~20 µs more (sync 215 -> 190 µs)
+            self.service.driver_polling = True
             cond = self.service.cond
             cond.release()
             try:
@@ -195,9 +197,20 @@ class DriverRuntime:
                 cond.acquire()
             if progressed:
                 return
-            self.service.cond.wait(DRIVER_POLL_SLEEP)
+            cond.release()  # spin, yielding the core: a reply a few tens of µs away costs no
+            try:            # timer wake-up (a 30 µs sleep here took ~100 µs: sync 250 -> 215 µs)
+                os.sched_yield()
+            finally:
+                cond.acquire()
             return
+        self._stop_polling()
         self.service.cond.wait(0.5 if remaining is None else min(0.5, remaining))
+
+    def _stop_polling(self) -> None:
+        """The driver thread stops stepping: the service thread takes over again."""
+        if self.service.driver_polling:
+            self.service.driver_polling = False
+            self.service.wake()
 
     def _wait_ready(self, ids: list[str], needed: int, timeout: float | None,
                     all_needed: bool) -> dict[str, tuple]:
@@ -206,6 +219,13 @@ class DriverRuntime:
         Each wake-up looks only at ids still pending; when all are needed it stops
         at the first pending one, so a get of n results costs O(n), not O(n^2).
         """
+        try:
+            return self._wait_ready_locked(ids, needed, timeout, all_needed)
+        finally:
+            self._stop_polling()
+
+    def _wait_ready_locked(self, ids: list[str], needed: int, timeout: float | None,
+                           all_needed: bool) -> dict[str, tuple]:
         started = time.monotonic()
         end = None if timeout is None else started + timeout
         ready: dict[str, tuple] = {}

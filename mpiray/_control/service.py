@@ -62,6 +62,7 @@ class Service:
         self.peers: dict[int, tuple] = {}  # rank -> (host, pid) of raylets, for liveness checks
         self.same_host: set[int] = set()
         self.silence_limit = 30.0
+        self.driver_polling = False
         self.on_fatal = lambda: None  # called before a fatal message (quiets the driver's watchdog)
 
     def start(self) -> None:
@@ -76,6 +77,10 @@ class Service:
         backoff = Backoff()
         try:
             while not self.stop:
+                if self.driver_polling:  # the driver thread steps itself meanwhile
+                    self.wake_event.wait(0.005)
+                    self.wake_event.clear()
+                    continue
                 if self.step():
                     backoff.reset()
                     continue
