@@ -66,6 +66,7 @@ class Config:
     staging_bytes: int = dataclasses.field(default=64 << 20, metadata={"env": "MPIRAY_STAGING_BYTES", "kind": "int", "min": 1 << 16})
     heartbeat_timeout: float = dataclasses.field(default=20.0, metadata={"env": "MPIRAY_HEARTBEAT_TIMEOUT", "kind": "number", "min": 1})
     log_to_driver: bool = dataclasses.field(default=True, metadata={"env": "MPIRAY_LOG_TO_DRIVER", "kind": "bool"})
+    lease_workers: bool = dataclasses.field(default=True, metadata={"env": "MPIRAY_LEASE_WORKERS", "kind": "bool"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":

@@ -21,10 +21,12 @@ from .._store.shm import Store, check_shared_memory, register_spill_root, sweep_
 from .._values import IdGen, decode, encode, make_spec
 from .._watchdog import quiet_watchdog, start_watchdog, stop_watchdog
 from .gcs import GCS, PENDING, lost_failure
+from .lease_io import LeaseIO
 from .service import Service
 
 
 DRIVER_POLL_WINDOW = 0.005  # a waiting driver polls MPI itself this long, then sleeps
+DRIVER_GRACE = 0.002  # after a get the service thread stays paused this long (see _stop_polling)
 
 
 class _LookAgain(Exception):
@@ -61,6 +63,11 @@ class DriverRuntime:
             if info["host"] == hosts[0]:
                 self.service.same_host.add(info["rank"])
         self.service.silence_limit = config.heartbeat_timeout
+        if config.lease_workers:  # a direct line to one worker of this host (lease.py)
+            leases = LeaseIO(session)
+            if leases.enabled:
+                self.service.leases = leases
+                self.gcs.lease_host = hosts[0]
         self.watchdog = start_watchdog(listener, nodes, hosts[0])  # names a rank whose death ends the job
         self.service.on_fatal = lambda: quiet_watchdog(self.watchdog)  # the driver names it itself
         self.exported: set[str] = set()
@@ -203,14 +210,20 @@ class DriverRuntime:
             finally:
                 cond.acquire()
             return
-        self._stop_polling()
+        self._stop_polling(sleeping=True)
         self.service.cond.wait(0.5 if remaining is None else min(0.5, remaining))
 
-    def _stop_polling(self) -> None:
-        """The driver thread stops stepping: the service thread takes over again."""
+    def _stop_polling(self, sleeping: bool = False) -> None:
+        """The driver thread stops stepping: the service thread takes over again, at once
+        if the driver goes to sleep, else after a short grace: a driver in a loop of round
+        trips submits its next task within microseconds and sends it itself, with no
+        IO-lock or GIL ping-pong with the service thread."""
         if self.service.driver_polling:
             self.service.driver_polling = False
-            self.service.wake()
+            if sleeping:
+                self.service.wake()
+            else:
+                self.service.driver_grace = time.monotonic() + DRIVER_GRACE
 
     def _wait_ready(self, ids: list[str], needed: int, timeout: float | None,
                     all_needed: bool) -> dict[str, tuple]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from .._protocol import messages as m
 from .._protocol.messages import Failure, TaskSpec
+from .lease import LeaseMixin
 from .scheduler import GlobalScheduler
 
 PENDING, READY, FAILED = "pending", "ready", "failed"
@@ -50,7 +51,7 @@ class ObjectEntry:
 
 
 class TaskEntry:
-    __slots__ = ("spec", "state", "rank", "missing", "owner", "blocked", "cancelled", "sent_at")
+    __slots__ = ("spec", "state", "rank", "missing", "owner", "blocked", "cancelled", "sent_at", "lease")
 
     def __init__(self, spec: TaskSpec, owner: int):
         self.spec = spec
@@ -61,6 +62,7 @@ class TaskEntry:
         self.blocked = False
         self.cancelled = False
         self.sent_at = 0
+        self.lease: str | None = None  # runs on this leased worker (lease.py)
 
 
 def lost_failure(object_id: str, why: str) -> Failure:
@@ -73,7 +75,7 @@ def cancelled_failure(spec: TaskSpec) -> Failure:
                    f"task {spec.name} ({spec.task_id}) was cancelled", "", spec.task_id, "")
 
 
-class GCS:
+class GCS(LeaseMixin):
     def __init__(self, pipeline: float = 2.0):
         self.functions: dict[str, bytes] = {}
         self.func_sent: dict[str, set[int]] = {}
@@ -89,6 +91,7 @@ class GCS:
         self.out: list[tuple[int, Any]] = []
         self.changed = False
         self.stats = {"submitted": 0, "finished": 0, "retried": 0, "freed": 0, "rebuilt": 0}
+        self._init_leases()
 
     # -- nodes -------------------------------------------------------------
     def add_node(self, rank: int, info: dict) -> None:
@@ -112,6 +115,8 @@ class GCS:
             entry = self.objects[oid] = ObjectEntry(PENDING, producer=spec.task_id)
             entry.refcount = 1  # the submitter's ObjectRef
         task = self.tasks[spec.task_id] = TaskEntry(spec, owner)
+        if owner == 0:
+            self.driver_tasks += 1
         if spec.parent is not None and spec.parent in self.tasks:
             self.children.setdefault(spec.parent, set()).add(spec.task_id)
         if placed is not None:
@@ -206,7 +211,9 @@ class GCS:
             info = entry.info
             if info[0] == "shm" and info[2] >= best_size:
                 best, best_size = info[1], info[2]
-        task.state = "ready"
+        task.state, task.lease = "ready", None
+        if self._run_leased(task):
+            return
         preferred = (best,) if best is not None else ()
         try:
             rank = self.scheduler.place(spec.demand, spec.strategy, preferred, self._depth(spec))
@@ -245,6 +252,7 @@ class GCS:
             entry = self.objects[oid]
             deps[oid] = entry.info if entry.state != PENDING else PENDING_HERE
         self.out.append((rank, (m.TASKS, spec, func, deps)))
+        self._maybe_ask_lease(task, rank)
         for oid in spec.return_ids:  # its consumers may now follow it there
             entry = self.objects.get(oid)
             for tid in entry.waiting_tasks if entry is not None else ():
@@ -278,6 +286,8 @@ class GCS:
 
     def task_done(self, rank: int, task_id: str, results: list, failure: Failure | None,
                   took: float | None = None) -> None:
+        if self.leases:
+            self._lease_refused(rank, task_id)
         task = self.tasks.get(task_id)
         if task is None or task.rank != rank or task.state != "running":
             return  # stale (cancelled or already retried elsewhere)
@@ -287,7 +297,10 @@ class GCS:
         if task.blocked:
             self.scheduler.unblock(rank, spec.demand)
             task.blocked = False
-        self.scheduler.release(rank, spec.demand)
+        if task.lease is None:
+            self.scheduler.release(rank, spec.demand)
+        else:  # the lease keeps its CPU
+            self._lease_task_over(task.lease, task_id)
         if failure is not None and task.cancelled:
             failure = cancelled_failure(spec)
         if failure is not None and failure.kind == "lostdep" and not task.cancelled:
@@ -332,6 +345,8 @@ class GCS:
     def _task_over(self, task: TaskEntry) -> None:
         task.state = "done"
         self.stats["finished"] += 1
+        if task.owner == 0:
+            self.driver_tasks -= 1
         del self.tasks[task.spec.task_id]
         self.children.pop(task.spec.task_id, None)
         for oid in task.spec.arg_refs:
@@ -459,6 +474,7 @@ class GCS:
                 e.copies.clear()
         del self.lineage[spec.task_id]
         task = self.tasks[spec.task_id] = TaskEntry(spec, 0)
+        self.driver_tasks += 1
         self._enter(task)
 
     def _notify(self, oid: str, entry: ObjectEntry) -> None:
@@ -482,7 +498,9 @@ class GCS:
             for child in list(self.children.get(task_id, ())):
                 self.cancel(child, force, recursive)
         task.cancelled = True
-        if task.state == "running":
+        if task.state == "running" and task.lease is not None:
+            self._cancel_leased(task, force)
+        elif task.state == "running":
             self.out.append((task.rank, (m.CANCEL, task_id, force)))
         else:
             self._finish_failed(task, cancelled_failure(task.spec))

@@ -63,6 +63,8 @@ class Service:
         self.same_host: set[int] = set()
         self.silence_limit = 30.0
         self.driver_polling = False
+        self.driver_grace = 0.0  # until then the service thread stays paused (driver.py)
+        self.leases: Any = None  # LeaseIO when worker leases are on (lease.py)
         self.on_fatal = lambda: None  # called before a fatal message (quiets the driver's watchdog)
 
     def start(self) -> None:
@@ -77,8 +79,8 @@ class Service:
         backoff = Backoff()
         try:
             while not self.stop:
-                if self.driver_polling:  # the driver thread steps itself meanwhile
-                    self.wake_event.wait(0.005)
+                if self.driver_polling or time.monotonic() < self.driver_grace:
+                    self.wake_event.wait(0.002)  # the driver thread steps itself meanwhile
                     self.wake_event.clear()
                     continue
                 if self.step():
@@ -126,6 +128,7 @@ class Service:
                         data.append((src, msg))
                     else:
                         self._handle(src, msg)
+            leased = self._leases(now) if self.gcs.leases or (self.leases and self.leases.conns) else False
             out, self.gcs.out = self.gcs.out, []
             if self.gcs.changed:
                 self.gcs.changed = False
@@ -135,12 +138,31 @@ class Service:
         for dest, msg in out:
             if dest == 0:
                 self._local(msg)
+            elif dest.__class__ is tuple:  # ("lease", lease_id)
+                self.leases.send(dest[1], msg)
             else:
                 self.transport.send(dest, msg)
         self.transport.flush()
         # heartbeats alone are not activity: they must not keep an idle loop awake
         chatter = any(msg[0] != m.HEARTBEAT for _, batch in batches for msg in batch)
-        return bool(chatter or out or changes or data or self.xfer.busy())
+        return bool(chatter or out or changes or data or leased or self.xfer.busy())
+
+    def _leases(self, now: float) -> bool:
+        """Messages from leased workers; idle leases go back.  Holds ``cond``."""
+        gcs, io = self.gcs, self.leases
+        events = io.poll(gcs.lease_expected())
+        for ev in events:
+            if ev[0] == "hello":
+                if not gcs.lease_connected(ev[1]):
+                    io.close(ev[1])  # returned or lost meanwhile: the worker goes back
+            elif ev[0] == "msg":
+                lease, msg = gcs.leases.get(ev[1]), ev[2]
+                if lease is not None and msg[0] == m.W_DONE:
+                    gcs.task_done(lease.rank, msg[1], msg[2], msg[3])
+            # "eof": the worker died; its raylet reports it (LEASE_LOST)
+        for lease_id in [k for k, x in gcs.leases.items() if x.state == "ready" and io.idle(k, now)]:
+            gcs.return_lease(lease_id)
+        return bool(events)
 
     def _handle(self, src: int, msg: tuple) -> None:
         kind = msg[0]
@@ -170,6 +192,10 @@ class Service:
         elif kind == m.LOST:
             for oid in msg[1]:
                 gcs.object_lost(oid, src)
+        elif kind == m.LEASED:
+            gcs.lease_granted(src, msg[1], msg[2])
+        elif kind == m.LEASE_LOST:
+            gcs.lease_lost(src, msg[1], msg[2], msg[3])
         elif kind == m.HEARTBEAT:
             pass
         elif kind == m.BYE:
@@ -250,4 +276,6 @@ class Service:
         if self.thread.is_alive() and threading.current_thread() is not self.thread:
             self.thread.join(timeout=5)
         self.transport.drain_sends()
+        if self.leases is not None:
+            self.leases.shutdown()
         return [r for r in ranks if r not in self.byes]

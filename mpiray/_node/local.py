@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 class LocalTask:
-    __slots__ = ("spec", "deps", "missing", "gpus", "worker", "started", "cancel")
+    __slots__ = ("spec", "deps", "missing", "gpus", "worker", "started", "cancel", "lease")
 
     def __init__(self, spec: m.TaskSpec, deps: dict):
         self.spec = spec
@@ -21,6 +21,7 @@ class LocalTask:
         self.worker: Worker | None = None
         self.started = 0.0
         self.cancel: bool | None = None  # a cancel (force?) that waits for the task to start
+        self.lease: str | None = None  # rank 0 asked for this task's worker when it is done
 
 
 class GetRequest:

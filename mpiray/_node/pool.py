@@ -44,7 +44,7 @@ def worker_env(base: dict[str, str], gpu_ids: tuple, context: dict) -> dict[str,
 
 class Worker:
     __slots__ = ("conn", "fd", "proc", "gpus", "task", "ahead", "blocked", "funcs", "started", "ready",
-                 "get_req", "outbox", "cancel_next")
+                 "get_req", "outbox", "cancel_next", "leased")
 
     def __init__(self, conn: Connection, proc: subprocess.Popen, gpus: tuple):
         self.conn = conn
@@ -60,6 +60,7 @@ class Worker:
         self.started = time.monotonic()
         self.ready = False
         self.get_req: Any = None  # the GetRequest this worker is blocked on
+        self.leased: str | None = None  # lent to rank 0 under this lease id (_control/lease.py)
 
     @property
     def pid(self) -> int:

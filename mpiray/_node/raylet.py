@@ -32,6 +32,7 @@ from .local import GetRequest, LocalObjects, LocalTask
 from .pool import Pool, Worker
 
 UNIT = 10_000
+LEASE_CPU = UNIT  # a lease holds one CPU (_control/lease.py)
 PREFETCH_MAX_SECONDS = 0.002  # prefetch only behind functions that usually run shorter
 PREFETCH_DEPTH = 16  # at most this many tasks sent ahead to one worker (about 2 ms of work)
 # beyond the first, only tasks with this few inline bytes go ahead: what waits in a worker's
@@ -61,6 +62,7 @@ class Raylet:
         self.t = transport
         self.config = config
         self.rank = transport.rank
+        self.session = session
         self.hosts = hosts
         self.node = node
         self.driver_pid = driver_pid if hosts[0] == hosts[transport.rank] else None
@@ -157,6 +159,11 @@ class Raylet:
         self.pool.shutdown(timeout=1.0)
         self.store.destroy()
         shutil.rmtree(self.store.root, ignore_errors=True)
+
+    def on_lease(self, src: int, task_id: str, lease_id: str) -> None:
+        task = self.waiting.get(task_id)
+        if task is not None:
+            task.lease = lease_id  # decided when it is done; a DONE without LEASED says no
 
     def on_hb(self, src: int) -> None:
         pass  # rank 0 is alive (noted for every message from it)
@@ -406,8 +413,8 @@ class Raylet:
             if not self.queue:
                 return
             cur = w.task
-            if cur is None or w.blocked or cur.gpus:
-                continue
+            if cur is None or w.blocked or cur.gpus or w.leased is not None:
+                continue  # (a leased worker takes tasks from rank 0 only)
             took = self.durations.get(cur.spec.func_id, 1.0)
             if took > PREFETCH_MAX_SECONDS:
                 continue
@@ -454,7 +461,9 @@ class Raylet:
             w.cancel_next = None
             if w.task is pending and not (kind == m.W_DONE and msg[1] == pending.spec.task_id):
                 self._interrupt(w, pending.cancel)
-        if kind == m.W_DONE:
+        if kind == m.W_DONE and w.leased is not None:
+            self._leased_done(w, msg)
+        elif kind == m.W_DONE:
             task = w.task
             _, task_id, results, failure = msg
             self.waiting.pop(task_id, None)
@@ -474,7 +483,9 @@ class Raylet:
                             w.cancel_next = nxt  # it may be done already: its next message says
                         else:
                             self._interrupt(w, nxt.cancel)
-                else:
+                elif task.lease is not None and self._lend(w, task, failure):
+                    pass  # the worker and its CPU now serve rank 0 directly
+                else:  # (a lease asked for and not lent: rank 0 sees DONE without LEASED)
                     self._release(task, blocked=False)
                     self.pool.give_back(w)
             else:
@@ -507,8 +518,52 @@ class Raylet:
                 self._answer(req)
         elif kind == m.W_READY:
             w.ready = True
+        elif kind == m.W_UNLEASED:  # the lease ended: the worker and its CPU are ours again
+            # (rank 0 forgot a lease it returned; one the worker left on its own ends there)
+            self.t.send(0, (m.LEASE_LOST, w.leased, "it left the lease", f"rank {self.rank}"))
+            w.leased = None
+            self.avail["CPU"] = self.avail.get("CPU", 0) + LEASE_CPU
+            self.pool.give_back(w)
+        elif kind == m.W_LEASE_TASK:  # a leased task makes nested calls: account for it here
+            task = w.task = LocalTask(msg[1], {})
+            task.worker, task.started = w, time.monotonic()
+            self.waiting[msg[1].task_id] = task
+        elif kind == m.W_MADE:
+            for oid, info in msg[1]:
+                self._made_here(oid, info)
         else:
             raise RuntimeError(f"raylet {self.rank} got an unknown message {kind!r} from worker {w.pid}")
+
+    # -- worker leases (_control/lease.py) ---------------------------------
+    def _lend(self, w: Worker, task: LocalTask, failure: Any) -> bool:
+        """Lend ``w`` and the CPU of ``task`` to rank 0, if this node can spare them now."""
+        if (failure is not None or self.queue or task.cancel is not None or task.gpus
+                or task.spec.demand != {"CPU": LEASE_CPU} or not self.pool.alive(w)):
+            return False
+        w.leased, w.task = task.lease, None
+        self.t.send(0, (m.LEASED, task.lease, w.pid))  # before the task's DONE
+        try:
+            w.conn.send((m.W_LEASE, task.lease, m.lease_address(self.session)))
+        except OSError:
+            pass  # it died: _worker_died reports the lease lost
+        return True
+
+    def _leased_done(self, w: Worker, msg: tuple) -> None:
+        """A leased task that made nested calls answers through here (in order with them)."""
+        _, task_id, results, failure = msg
+        task, w.task = w.task, None
+        self.waiting.pop(task_id, None)
+        if w.get_req is not None:
+            w.get_req.stale = True
+            w.get_req = None
+        if w.blocked:  # the lease keeps its CPU
+            self.avail["CPU"] = self.avail.get("CPU", 0) - LEASE_CPU
+            w.blocked = False
+        self.t.send(0, (m.DONE, task_id, results, failure, None))
+        for oid, info, _contained in results:
+            self._made_here(oid, info)
+        if failure is not None and task is not None:
+            self._made_nothing(task.spec)
 
     # -- two-level scheduling: what this node can settle without rank 0 ----
     def _made_here(self, oid: str, info: tuple) -> None:
@@ -594,6 +649,17 @@ class Raylet:
         self.pool.remove(w)
         why = self.pool.exit_description(w)
         task = w.task
+        if w.leased is not None:  # rank 0 retries or fails what ran there
+            if w.get_req is not None:
+                w.get_req.stale = True
+            if task is not None:
+                self.waiting.pop(task.spec.task_id, None)
+                self._made_nothing(task.spec)
+            if not w.blocked:
+                self.avail["CPU"] = self.avail.get("CPU", 0) + LEASE_CPU
+            where = f"rank {self.rank} on host {self.hosts[self.rank]}, worker pid {w.pid}"
+            self.t.send(0, (m.LEASE_LOST, w.leased, why, where))
+            return
         if w.get_req is not None:
             w.get_req.stale = True
         while w.ahead:  # never started: run them elsewhere, in their order

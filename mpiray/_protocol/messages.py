@@ -17,12 +17,18 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+def lease_address(session: str) -> str:
+    """The abstract Unix socket rank 0 listens on for leased workers (_control/lease.py)."""
+    return f"\0mpiray-{session}-lease"
+
+
 # rank 0 -> raylet
 TASKS = "tasks"            # ([(TaskSpec, func_bytes | None, {dep_id: ObjInfo})],)
 OBJECTS = "objects"        # ([(object_id, ObjInfo)],) answers SUBSCRIBE
 FREE = "free"              # ([object_id],)
 SHUTDOWN = "shutdown"      # ()
 CANCEL = "cancel"          # (task_id, force)
+LEASE = "lease"            # (task_id, lease_id) lend that task's worker to rank 0 when it is done
 
 # raylet -> rank 0
 REGISTER = "register"      # (NodeInfo dict,)
@@ -37,6 +43,8 @@ BYE = "bye"                # ()
 LOST = "lost"              # ([object_id],) these stored objects are gone: rebuild or fail them
 HEARTBEAT = "hb"           # () sent every second both ways: a silent rank 0 or raylet ends the job
 COPIED = "copied"          # (object_id,) this rank now holds a copy
+LEASED = "leased"          # (lease_id, worker_pid) before the DONE of that task (no LEASED: refused)
+LEASE_LOST = "lease_lost"  # (lease_id, why, where) the leased worker died or left the lease
 
 # either way, between any two ranks (see _store/transfer.py)
 PULL = "pull"              # (object_id, requester_rank) send me the bytes
@@ -48,6 +56,11 @@ SLOT_FREE = "slot_free"    # (object_id, slot) done with that slot
 W_RUN = "run"              # (TaskSpec, func_bytes | None, {dep_id: local ObjInfo}, gpu_ids)
 W_OBJECTS = "objects"      # (request_id, [(object_id, local ObjInfo)]) answer to W_GET / W_UNGET
 W_EXIT = "exit"            # ()
+W_LEASE = "lease"          # (lease_id, address) connect to rank 0 there and serve it (_control/lease.py)
+
+# rank 0 -> leased worker, over the lease socket (W_RUN too)
+W_UNLEASE = "unlease"      # () the lease ends: back to the raylet
+W_CANCEL = "cancel"        # (task_id, force) handled by rank 0 itself (a signal to the worker)
 
 # worker -> raylet
 W_READY = "ready"          # (pid,)
@@ -58,6 +71,9 @@ W_GET = "get"              # (request_id, [object_id], needed) the worker waits 
 W_UNGET = "unget"          # (request_id,) timed out: answer now with what is ready
 W_REFS = "refs"            # ([(object_id, +1 | -1)],)
 W_BOUNCE = "bounce"        # (task_id,) a prefetched task arrived while blocked in get(): take it back
+W_UNLEASED = "unleased"    # () the lease ended: this worker is the raylet's again
+W_LEASE_TASK = "lease_task"  # (TaskSpec,) the leased task makes nested calls: account for it
+W_MADE = "made"            # ([(object_id, ObjInfo)],) stored results of a leased task
 
 
 @dataclasses.dataclass(slots=True)
