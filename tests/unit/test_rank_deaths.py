@@ -94,6 +94,7 @@ time.sleep(0.5)  # the job runs a while
 if mode == "bye":
     _watchdog.quiet_watchdog(dog)
 rank.kill()
+time.sleep(0.3)  # a launcher reaps its ranks; here the zombie stays a moment (its exit status shows)
 rank.wait()
 if mode == "outlive":
     time.sleep(_watchdog.GRACE + 1)
