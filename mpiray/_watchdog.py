@@ -29,10 +29,9 @@ takes a few MiB.
 
 from __future__ import annotations
 
+import _socket  # not `socket`: its imports (enum, selectors) cost this process ~1.5 MiB
 import os
 import select
-import socket
-import struct
 import sys
 import time
 
@@ -43,10 +42,10 @@ def address(session: str) -> str:
     return f"\0mpiray-{session}-watch"
 
 
-def listen(session: str) -> socket.socket | None:
+def listen(session: str) -> _socket.socket | None:
     """Rank 0, before the handshake: the socket the raylets of this host connect to."""
     try:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         s.bind(address(session))
         s.listen(1024)
         return s
@@ -54,10 +53,10 @@ def listen(session: str) -> socket.socket | None:
         return None
 
 
-def connect(session: str) -> socket.socket | None:
+def connect(session: str) -> _socket.socket | None:
     """A raylet, after the handshake: hold a connection to the watchdog for life."""
     try:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         s.connect(address(session))
         return s
     except OSError:
@@ -94,18 +93,19 @@ class RankDeaths:
 
     def __init__(self, ranks: dict[int, tuple[int, str]]) -> None:
         self.known = ranks  # pid -> (rank, host)
-        self.conns: dict[int, tuple[socket.socket, int, int, str]] = {}  # fd -> (sock, rank, pid, host)
+        self.conns: dict[int, tuple[_socket.socket, int, int, str]] = {}  # fd -> (sock, rank, pid, host)
         self.groups: list[list[tuple[int, int, str]]] = []  # deaths seen at one wake-up
         self.how: set[str] = set()  # how the first ones ended
 
-    def accept(self, listener: socket.socket, poller) -> None:
+    def accept(self, listener: _socket.socket, poller) -> None:
         while True:
             try:
-                conn, _ = listener.accept()
+                fd, _ = listener._accept()
             except (BlockingIOError, InterruptedError):
                 return
-            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            pid = struct.unpack("3i", creds)[0]
+            conn = _socket.socket(fileno=fd)
+            creds = conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # pid, uid, gid
+            pid = int.from_bytes(creds[:4], sys.byteorder, signed=True)
             if pid not in self.known:
                 conn.close()
                 continue
@@ -150,7 +150,7 @@ def main(argv: list[str]) -> int:
         dfd = os.pidfd_open(driver)
     except (OSError, AttributeError):
         return 0
-    listener = socket.socket(fileno=listen_fd)
+    listener = _socket.socket(fileno=listen_fd)
     listener.setblocking(False)
     poller = select.poll()
     deaths = RankDeaths(known)
@@ -184,7 +184,7 @@ def main(argv: list[str]) -> int:
             return 0  # the driver outlived the rank: it reports the death itself
 
 
-def start_watchdog(listener: socket.socket | None, nodes: list[dict], host: str):
+def start_watchdog(listener: _socket.socket | None, nodes: list[dict], host: str):
     """Start the watchdog for a job whose ranks all run on this host; its process, or None.
     The listening socket passes to it (rank 0 closes its own copy)."""
     import subprocess
