@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import atexit
 import functools
-import hashlib
+from _blake2 import blake2b  # not hashlib: it loads OpenSSL's libcrypto (~3.5 MiB in every process)
 import inspect
 import numbers
 from typing import Any, Callable
@@ -127,7 +127,7 @@ class RemoteFunction:
     def _exported(self) -> tuple[str, bytes]:
         if self._export is None:
             data = dumps_function(self._func)
-            self._export = (hashlib.sha1(data).hexdigest()[:16], data)
+            self._export = (blake2b(data, digest_size=8).hexdigest(), data)
         return self._export
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
