@@ -212,7 +212,7 @@ class GCS(LeaseMixin):
             if info[0] == "shm" and info[2] >= best_size:
                 best, best_size = info[1], info[2]
         task.state, task.lease = "ready", None
-        if self._run_leased(task):
+        if self.leases and (self._run_leased(task) or self._return_idle_leases()):
             return
         preferred = (best,) if best is not None else ()
         try:

@@ -142,6 +142,13 @@ class LeaseMixin:
         self._drain_queues()
         return True
 
+    def _return_idle_leases(self) -> bool:
+        """Another kind of work came: idle leases give their CPUs back at once (a lease must
+        not keep a task of another shape off its node).  Always False: place the task."""
+        for lease_id in [k for k, x in self.leases.items() if x.state == "ready"]:
+            self.return_lease(lease_id)
+        return False
+
     def lease_lost(self, rank: int, lease_id: str, why: str, where: str) -> None:
         """The leased worker died (its raylet says so): retry or fail its task."""
         lease = self.leases.pop(lease_id, None)

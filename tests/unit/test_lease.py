@@ -135,3 +135,15 @@ def test_no_lease_for_tasks_with_refs_special_resources_or_other_hosts():
     g.lease_host = None  # leasing off
     g.submit(spec("a"), b"code", 0)
     assert [msg[0] for _, msg in take(g)] == [m.TASKS]
+
+
+def test_other_work_takes_the_idle_lease_back_at_once():
+    # a 1-CPU node whose CPU the idle lease holds: a task of another shape (say, one that
+    # needs a GPU) must not wait for the idle timeout of the lease
+    g = leasing(cpus=1)
+    lid = lease_one(g)
+    g.submit(spec("big", cpus=1, strategy="SPREAD"), None, 0)  # not leasable: a strategy
+    out = take(g)
+    assert out[0] == (("lease", lid), (m.W_UNLEASE,))
+    assert out[1][0] == 1 and out[1][1][0] == m.TASKS and out[1][1][1].task_id == "big"
+    assert not g.leases and cpu_load(g) == UNIT
