@@ -20,10 +20,11 @@ a rank that was killed second.
     python -S -I _watchdog.py DRIVER_PID LISTEN_FD RANK:PID:HOST ...
 
 It reads the driver's pipe on stdin: ``bye`` means a clean shutdown (or that
-the driver reported the death itself).  When a rank dies and the driver then
-dies without ``bye``, it prints which rank died first on its stderr (the
-driver's) and exits; in every other case it exits quietly once the driver is
-gone.  Standard library only, no mpiray import: it starts in milliseconds and
+the driver reported the death itself); end-of-file without it, or the driver's
+pidfd, means the driver died.  When a rank died and the driver died at a later
+wake-up, without ``bye``, it prints which rank died first on its stderr (the
+driver's) and exits; in every other case (the driver died first, or at the
+same moment) it exits quietly.  Standard library only, no mpiray import: it starts in milliseconds and
 takes a few MiB.
 """
 
@@ -164,22 +165,25 @@ def main(argv: list[str]) -> int:
         ready = {fd for fd, _ in poller.poll(timeout)}
         if listen_fd in ready:
             deaths.accept(listener, poller)
-        if deaths.seen(ready, poller) and deadline is None:
-            deadline = time.monotonic() + GRACE
+        driver_gone = dfd in ready
         if 0 in ready:
             chunk = os.read(0, 64)
             said += chunk
             if b"bye" in said:
                 return 0
-            if not chunk:
+            if not chunk:  # the driver let go of its files: it is dying
                 poller.unregister(0)
-        if dfd in ready:
-            deaths.seen({fd for fd, _ in poller.poll(0)}, poller)  # closed before the driver died
+                driver_gone = True
+        if driver_gone:
+            # only deaths seen at an earlier wake-up: a rank that closed at the same moment
+            # as the driver may have been killed because of the driver's death
             if deaths.groups:
                 os.write(2, (f"mpiray: {deaths.first()}; the MPI launcher then ended the whole job, "
                              f"driver (pid {driver}) included. Its tasks and objects cannot be "
                              "recovered.\n").encode())
             return 0
+        if deaths.seen(ready, poller) and deadline is None:
+            deadline = time.monotonic() + GRACE
         if deadline is not None and time.monotonic() >= deadline:
             return 0  # the driver outlived the rank: it reports the death itself
 

@@ -222,7 +222,7 @@ class DriverRuntime:
             self.service.driver_polling = False
             if sleeping:
                 self.service.wake()
-            else:
+            elif self.gcs.driver_tasks == 0:  # a loop of round trips, not a batch in flight
                 self.service.driver_grace = time.monotonic() + DRIVER_GRACE
 
     def _wait_ready(self, ids: list[str], needed: int, timeout: float | None,

@@ -181,7 +181,8 @@ class GCS(LeaseMixin):
             if entry.state != PENDING:
                 continue
             producer = self.tasks.get(entry.producer) if entry.producer else None
-            if producer is None or producer.state != "running" or producer.cancelled:
+            if (producer is None or producer.state != "running" or producer.cancelled
+                    or producer.lease is not None):  # its raylet does not know of it
                 return None
             if rank is None:
                 rank = producer.rank

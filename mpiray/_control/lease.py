@@ -45,7 +45,8 @@ class Lease:
         self.rank = rank
         self.asked_with = asked_with  # the task whose worker it will be
         # "granting" until both LEASED (MPI, from the raylet) and the worker's connection
-        # (its socket) arrived, in either order; then "ready" <-> "busy"
+        # (its socket) arrived, in either order; then "ready" <-> "busy"; "broken" once its
+        # connection closed, until LEASE_LOST
         self.state = "granting"
         self.granted = self.connected = False
         self.task_id: str | None = None
@@ -102,7 +103,7 @@ class LeaseMixin:
             return
         lease.granted, lease.pid = True, pid
         self.scheduler.acquire(rank, LEASE_DEMAND)
-        if lease.connected:
+        if lease.connected and lease.state == "granting":
             lease.state = "ready"
 
     def _lease_refused(self, rank: int, task_id: str) -> None:
@@ -118,7 +119,7 @@ class LeaseMixin:
         if lease is None or lease.connected:
             return False
         lease.connected = True
-        if lease.granted:
+        if lease.granted and lease.state == "granting":
             lease.state = "ready"
         return True
 
@@ -128,8 +129,15 @@ class LeaseMixin:
 
     def _lease_task_over(self, lease_id: str, task_id: str) -> None:
         lease = self.leases.get(lease_id)
-        if lease is not None and lease.task_id == task_id:
+        if lease is not None and lease.task_id == task_id and lease.state == "busy":
             lease.state, lease.task_id = "ready", None
+
+    def lease_broken(self, lease_id: str) -> None:
+        """Its connection closed (the worker died): send it nothing more.  The raylet's
+        LEASE_LOST settles its CPU and its task."""
+        lease = self.leases.get(lease_id)
+        if lease is not None:
+            lease.state = "broken"
 
     def return_lease(self, lease_id: str) -> bool:
         """Give an idle lease back to its raylet; False if it is not idle."""

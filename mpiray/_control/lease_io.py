@@ -11,6 +11,7 @@ import os
 import select
 import signal
 import socket
+import sys
 import time
 from multiprocessing.connection import Connection
 
@@ -50,12 +51,18 @@ class LeaseIO:
                     sock, _ = self.listener.accept()
                 except (BlockingIOError, InterruptedError):
                     break
+                creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+                if int.from_bytes(creds[4:8], sys.byteorder) != os.getuid():
+                    sock.close()  # the socket's name is visible to every user of the host
+                    continue
                 sock.setblocking(True)
                 self.fresh.append(Connection(sock.detach()))
         if not self.fresh and not self.conns:
             return events
-        fds = [c.fileno() for c in self.fresh] + list(self.by_fd)
-        ready = set(select.select(fds, [], [], 0)[0])
+        poller = select.poll()
+        for fd in [c.fileno() for c in self.fresh] + list(self.by_fd):
+            poller.register(fd, select.POLLIN)
+        ready = {fd for fd, _ in poller.poll(0)}
         known = ready & self.by_fd.keys()  # before the fresh ones join them
         for conn in [c for c in self.fresh if c.fileno() in ready]:
             self.fresh.remove(conn)

@@ -122,13 +122,15 @@ class Service:
             changes = self.tracker.drain()
             if changes:
                 self.gcs.refs(changes)
+            # replies of leased workers first: a W_DONE written before its worker died must
+            # be seen before the raylet's LEASE_LOST (else the finished task runs again)
+            leased = self._leases(now) if self.gcs.leases or (self.leases and self.leases.conns) else False
             for src, batch in batches:
                 for msg in batch:
                     if msg[0] in _TRANSFER:
                         data.append((src, msg))
                     else:
                         self._handle(src, msg)
-            leased = self._leases(now) if self.gcs.leases or (self.leases and self.leases.conns) else False
             out, self.gcs.out = self.gcs.out, []
             if self.gcs.changed:
                 self.gcs.changed = False
@@ -159,7 +161,8 @@ class Service:
                 lease, msg = gcs.leases.get(ev[1]), ev[2]
                 if lease is not None and msg[0] == m.W_DONE:
                     gcs.task_done(lease.rank, msg[1], msg[2], msg[3])
-            # "eof": the worker died; its raylet reports it (LEASE_LOST)
+            else:  # "eof": the worker died; no task goes there; its raylet reports the rest
+                gcs.lease_broken(ev[1])
         for lease_id in [k for k, x in gcs.leases.items() if x.state == "ready" and io.idle(k, now)]:
             gcs.return_lease(lease_id)
         return bool(events)

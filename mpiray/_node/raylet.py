@@ -528,9 +528,10 @@ class Raylet:
             task = w.task = LocalTask(msg[1], {})
             task.worker, task.started = w, time.monotonic()
             self.waiting[msg[1].task_id] = task
-        elif kind == m.W_MADE:
+        elif kind == m.W_MADE:  # (its DONE went to rank 0 directly: FREE may have come first)
             for oid, info in msg[1]:
-                self._made_here(oid, info)
+                if os.path.exists(self.store.path(oid)):
+                    self._made_here(oid, info)
         else:
             raise RuntimeError(f"raylet {self.rank} got an unknown message {kind!r} from worker {w.pid}")
 

@@ -110,17 +110,11 @@ class WorkerRuntime:
     def _finish(self, msg: tuple) -> None:
         """Send a task's W_DONE: straight to rank 0 for a leased task that sent the raylet
         nothing (its results' stored files noted there first), else through the raylet."""
-        task, self.lease_task = self.lease_task, None
-        direct = task is not None and not self.announced and not self.tracker.changes
-        self.announced = False
-        if not direct:
-            if task is not None:
-                self.lease_task = task  # announce it first
-                self.send(msg)
-                self.lease_task, self.announced = None, False
-            else:
-                self.send(msg)
+        if self.lease_task is None or self.announced or self.tracker.changes:
+            self.send(msg)  # (announces a leased task first if it has not yet)
+            self.lease_task, self.announced = None, False
             return
+        self.lease_task = None
         stored = [(oid, info) for oid, info, _c in msg[2] if info[0] == "shm"]
         if stored:
             self.conn.send((m.W_MADE, stored))

@@ -147,3 +147,39 @@ def test_other_work_takes_the_idle_lease_back_at_once():
     assert out[0] == (("lease", lid), (m.W_UNLEASE,))
     assert out[1][0] == 1 and out[1][1][0] == m.TASKS and out[1][1][1].task_id == "big"
     assert not g.leases and cpu_load(g) == UNIT
+
+
+def test_a_consumer_is_never_sent_ahead_to_a_leased_producer():
+    # the raylet does not know the task its leased worker runs: a consumer sent there to
+    # wait for it would be bounced back at once, again and again
+    g = leasing()
+    lid = lease_one(g)
+    g.submit(spec("p"), None, 0)
+    g.submit(spec("c", deps=["p.0"]), None, 0)
+    out = take(g)
+    assert out == [(("lease", lid), (m.W_RUN, g.tasks["p"].spec, b"code", {}, ()))]
+    g.task_done(1, "p", [("p.0", ("inline", 5), ())], None)
+    out = take(g)
+    assert out[0] == (("lease", lid), (m.W_UNLEASE,))  # other work: the idle lease goes back
+    assert [(d, msg[0], msg[1].task_id) for d, msg in out[1:]] == [(1, m.TASKS, "c")]
+
+
+def test_a_result_that_came_before_the_lease_was_lost_stands():
+    g = leasing()
+    lid = lease_one(g)
+    g.submit(spec("b", retries=3), None, 0)
+    take(g)
+    g.task_done(1, "b", [("b.0", ("inline", 9), ())], None)  # its W_DONE, read first
+    g.lease_lost(1, lid, "killed by signal 9", "rank 1")
+    assert g.objects["b.0"].info == ("inline", 9) and g.stats["retried"] == 0
+    assert take(g) == [] and cpu_load(g) == 0
+
+
+def test_a_broken_lease_gets_no_more_tasks():
+    g = leasing()
+    lid = lease_one(g)
+    g.lease_broken(lid)  # its connection closed; LEASE_LOST is on its way
+    g.submit(spec("b"), None, 0)
+    assert [(d, msg[0]) for d, msg in take(g)] == [(1, m.TASKS)]
+    g.lease_lost(1, lid, "killed by signal 9", "rank 1")
+    assert not g.leases

@@ -82,7 +82,7 @@ sys.path.insert(0, {root!r})
 from mpiray import _watchdog
 session, mode = sys.argv[1], sys.argv[2]
 listener = _watchdog.listen(session)
-rank = __import__("subprocess").Popen([sys.executable, "-c", {rank!r}], stdout=-1)
+rank = __import__("subprocess").Popen([sys.executable, "-c", {rank!r}], stdout=-1, stderr=-3)
 assert rank.stdout.readline() == b"connected\\n"
 host = socket.gethostname()
 nodes = [{{"rank": 1, "pid": rank.pid, "host": host}}]
@@ -93,6 +93,8 @@ print("watchdog", dog is not None, rank.pid, flush=True)
 time.sleep(0.5)  # the job runs a while
 if mode == "bye":
     _watchdog.quiet_watchdog(dog)
+if mode == "driver-first":  # the rank outlives the driver: the launcher kills it after
+    os.kill(os.getpid(), signal.SIGKILL)
 rank.kill()
 time.sleep(0.3)  # a launcher reaps its ranks; here the zombie stays a moment (its exit status shows)
 rank.wait()
@@ -128,6 +130,16 @@ def test_watchdog_is_quiet_after_bye_and_when_the_driver_outlives_the_rank():
     out = run_driver("outlive")
     assert out.returncode == 0 and out.stderr == "", out
     assert out.stdout.split("\n")[1] == "alive 0", out  # it left by itself after GRACE
+
+
+def test_watchdog_blames_no_rank_when_the_driver_died_first():
+    out = run_driver("driver-first")
+    pid = int(out.stdout.split()[2])
+    try:
+        os.kill(pid, signal.SIGKILL)  # what the launcher does next
+    except ProcessLookupError:
+        pass
+    assert out.returncode == -signal.SIGKILL and out.stderr == "", out
 
 
 def test_watchdog_runs_only_for_one_host_jobs():
