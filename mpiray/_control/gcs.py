@@ -51,7 +51,8 @@ class ObjectEntry:
 
 
 class TaskEntry:
-    __slots__ = ("spec", "state", "rank", "missing", "owner", "blocked", "cancelled", "sent_at", "lease")
+    __slots__ = ("spec", "state", "rank", "missing", "owner", "blocked", "cancelled", "sent_at", "lease",
+                 "rebuild")
 
     def __init__(self, spec: TaskSpec, owner: int):
         self.spec = spec
@@ -63,6 +64,7 @@ class TaskEntry:
         self.cancelled = False
         self.sent_at = 0
         self.lease: str | None = None  # runs on this leased worker (lease.py)
+        self.rebuild = False  # re-run to remake lost results (never on a lease: see lease.py)
 
 
 def lost_failure(object_id: str, why: str) -> Failure:
@@ -475,6 +477,7 @@ class GCS(LeaseMixin):
                 e.copies.clear()
         del self.lineage[spec.task_id]
         task = self.tasks[spec.task_id] = TaskEntry(spec, 0)
+        task.rebuild = True
         self.driver_tasks += 1
         self._enter(task)
 

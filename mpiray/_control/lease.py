@@ -65,8 +65,10 @@ class LeaseMixin:
 
     def _leasable(self, task: Any) -> bool:
         spec: TaskSpec = task.spec
+        # (not a rebuild: the FREE of its old results goes by MPI and the task by the lease
+        # socket, so the new results could be written before the old files are deleted)
         return (self.lease_host is not None and task.owner == 0 and self.driver_tasks == 1
-                and spec.parent is None and not spec.deps and not spec.arg_refs
+                and not task.rebuild and spec.parent is None and not spec.deps and not spec.arg_refs
                 and spec.strategy == "DEFAULT" and spec.demand == LEASE_DEMAND)
 
     def _run_leased(self, task: Any) -> bool:
@@ -176,4 +178,6 @@ class LeaseMixin:
     def _cancel_leased(self, task: Any, force: bool) -> None:
         lease = self.leases.get(task.lease)
         if lease is not None and lease.task_id == task.spec.task_id:
+            if force:  # its worker is killed even if the task is just done: no task after it
+                lease.state = "broken"
             self.out.append((("lease", lease.lease_id), (m.W_CANCEL, task.spec.task_id, force, lease.pid)))

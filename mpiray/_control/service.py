@@ -22,6 +22,7 @@ latency.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -36,6 +37,7 @@ from .gcs import GCS
 LIVENESS_PERIOD = 1.0  # s between checks of the other ranks (and heartbeats to them)
 
 _TRANSFER = (m.PULL, m.DATA, m.CHUNK, m.SLOT_FREE)
+_SIGINT = {signal.SIGINT}
 
 
 
@@ -104,10 +106,16 @@ class Service:
         send its own submissions and receive its own results without a thread hand-off."""
         if not self.io_lock.acquire(blocking=False):
             return None
+        # a Ctrl-C in the middle of a step would lose what it read or was to send: it waits
+        # until the step is over (signals reach only the main thread)
+        mask = (signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+                if threading.current_thread() is threading.main_thread() else None)
         try:
             return self._step()
         finally:
             self.io_lock.release()
+            if mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def _step(self) -> bool:
         batches = self.transport.poll()
@@ -192,9 +200,9 @@ class Service:
             gcs.unblocked(src, msg[1])
         elif kind == m.COPIED:
             gcs.copied(msg[1], src)
-        elif kind == m.LOST:
+        elif kind == m.LOST:  # (ids, the rank whose copy is gone; older form: the sender's)
             for oid in msg[1]:
-                gcs.object_lost(oid, src)
+                gcs.object_lost(oid, msg[2] if len(msg) > 2 else src)
         elif kind == m.LEASED:
             gcs.lease_granted(src, msg[1], msg[2])
         elif kind == m.LEASE_LOST:

@@ -262,11 +262,12 @@ class Raylet:
             if isinstance(waiter, LocalTask):
                 self._lost_dependency(waiter, [oid])
             else:
-                self._resubscribe(waiter, oid)
+                self._resubscribe(waiter, oid, src)
 
-    def _resubscribe(self, req: "GetRequest", oid: str) -> None:
-        """A worker waits for ``oid`` but its bytes are gone: report it and wait again."""
-        self.t.send(0, (m.LOST, [oid]))
+    def _resubscribe(self, req: "GetRequest", oid: str, owner: int) -> None:
+        """A worker waits for ``oid`` but its bytes at ``owner`` are gone: report it (that
+        copy, not this rank's) and wait again."""
+        self.t.send(0, (m.LOST, [oid], owner))
         self.obj_waiters.setdefault(oid, []).append(req)
         self.t.send(0, (m.SUBSCRIBE, [oid]))
 
@@ -318,7 +319,7 @@ class Raylet:
                 if local is None:
                     continue
                 if local[0] == "missing":
-                    self._resubscribe(req, oid)
+                    self._resubscribe(req, oid, info[1])
                 else:
                     self._got(req, oid, local)
 
@@ -538,7 +539,8 @@ class Raylet:
     # -- worker leases (_control/lease.py) ---------------------------------
     def _lend(self, w: Worker, task: LocalTask, failure: Any) -> bool:
         """Lend ``w`` and the CPU of ``task`` to rank 0, if this node can spare them now."""
-        if (failure is not None or self.queue or task.cancel is not None or task.gpus
+        if (failure is not None or self.queue or self.pulls or self.dep_waiters
+                or task.cancel is not None or task.gpus
                 or task.spec.demand != {"CPU": LEASE_CPU} or not self.pool.alive(w)):
             return False
         w.leased, w.task = task.lease, None

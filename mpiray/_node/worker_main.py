@@ -142,7 +142,10 @@ class WorkerRuntime:
         if self.lease_conn is not None:
             self.lease_conn.close()
         self.lease_conn = self.lease_poll = None
-        self.conn.send((m.W_UNLEASED,))
+        try:
+            self.conn.send((m.W_UNLEASED,))
+        except OSError:
+            pass  # the raylet is gone (shutdown): the main loop ends on its socket
 
     # -- the public API inside a task --------------------------------------
     def submit(self, func_id: str, func_bytes: bytes, name: str, args: tuple, kwargs: dict,

@@ -230,6 +230,24 @@ def scenario_lineage_reconstruction():
     assert int(ray.get(y, timeout=T)[-1]) == 5_999_994
 
 
+@ray.remote
+def last_of(boxed):
+    return int(ray.get(boxed[0])[-1])  # a get inside a task: the worker asks its raylet
+
+
+def scenario_lost_object_read_inside_a_task_on_another_rank_is_rebuilt():
+    # the reading raylet reports the copy that is gone (the owner's), not its own: the
+    # GCS then rebuilds the object instead of sending the reader back to the same owner
+    nodes = sorted(n["Rank"] for n in ray.nodes())
+    on = {r: ray.NodeAffinitySchedulingStrategy([n for n in ray.nodes() if n["Rank"] == r][0]["NodeID"])
+          for r in nodes}
+    x = make.options(scheduling_strategy=on[nodes[0]]).remote(1_000_000, 3)
+    ray.wait([x], timeout=T)
+    _lose(x)
+    got = ray.get(last_of.options(scheduling_strategy=on[nodes[-1]]).remote([x]), timeout=T)
+    assert got == 2_999_997, got
+
+
 def scenario_lost_put_object_raises():
     r = ray.put(np.ones(1_000_000))
     _lose(r)
