@@ -28,11 +28,11 @@ from .._protocol import messages as m
 from .._protocol.messages import Failure
 from .._store.shm import Store, check_shared_memory, register_spill_root
 from .._store.transfer import Transfers
+from .leases import RayletLeases
 from .local import GetRequest, LocalObjects, LocalTask
 from .pool import Pool, Worker
 
 UNIT = 10_000
-LEASE_CPU = UNIT  # a lease holds one CPU (_control/lease.py)
 PREFETCH_MAX_SECONDS = 0.002  # prefetch only behind functions that usually run shorter
 PREFETCH_DEPTH = 16  # at most this many tasks sent ahead to one worker (about 2 ms of work)
 # beyond the first, only tasks with this few inline bytes go ahead: what waits in a worker's
@@ -56,7 +56,7 @@ def _inline_bytes(task: LocalTask) -> int:
     return n
 
 
-class Raylet:
+class Raylet(RayletLeases):
     def __init__(self, transport: Any, config: Any, session: str, hosts: list[str], node: dict,
                  driver_pid: int | None):
         self.t = transport
@@ -159,11 +159,6 @@ class Raylet:
         self.pool.shutdown(timeout=1.0)
         self.store.destroy()
         shutil.rmtree(self.store.root, ignore_errors=True)
-
-    def on_lease(self, src: int, task_id: str, lease_id: str) -> None:
-        task = self.waiting.get(task_id)
-        if task is not None:
-            task.lease = lease_id  # decided when it is done; a DONE without LEASED says no
 
     def on_hb(self, src: int) -> None:
         pass  # rank 0 is alive (noted for every message from it)
@@ -519,54 +514,14 @@ class Raylet:
                 self._answer(req)
         elif kind == m.W_READY:
             w.ready = True
-        elif kind == m.W_UNLEASED:  # the lease ended: the worker and its CPU are ours again
-            # (rank 0 forgot a lease it returned; one the worker left on its own ends there)
-            self.t.send(0, (m.LEASE_LOST, w.leased, "it left the lease", f"rank {self.rank}"))
-            w.leased = None
-            self.avail["CPU"] = self.avail.get("CPU", 0) + LEASE_CPU
-            self.pool.give_back(w)
-        elif kind == m.W_LEASE_TASK:  # a leased task makes nested calls: account for it here
-            task = w.task = LocalTask(msg[1], {})
-            task.worker, task.started = w, time.monotonic()
-            self.waiting[msg[1].task_id] = task
-        elif kind == m.W_MADE:  # (its DONE went to rank 0 directly: FREE may have come first)
-            for oid, info in msg[1]:
-                if os.path.exists(self.store.path(oid)):
-                    self._made_here(oid, info)
+        elif kind == m.W_UNLEASED:
+            self._unleased(w)
+        elif kind == m.W_LEASE_TASK:
+            self._lease_task(w, msg[1])
+        elif kind == m.W_MADE:
+            self._made_by_lease(msg[1])
         else:
             raise RuntimeError(f"raylet {self.rank} got an unknown message {kind!r} from worker {w.pid}")
-
-    # -- worker leases (_control/lease.py) ---------------------------------
-    def _lend(self, w: Worker, task: LocalTask, failure: Any) -> bool:
-        """Lend ``w`` and the CPU of ``task`` to rank 0, if this node can spare them now."""
-        if (failure is not None or self.queue or self.pulls or self.dep_waiters
-                or task.cancel is not None or task.gpus
-                or task.spec.demand != {"CPU": LEASE_CPU} or not self.pool.alive(w)):
-            return False
-        w.leased, w.task = task.lease, None
-        self.t.send(0, (m.LEASED, task.lease, w.pid))  # before the task's DONE
-        try:
-            w.conn.send((m.W_LEASE, task.lease, m.lease_address(self.session)))
-        except OSError:
-            pass  # it died: _worker_died reports the lease lost
-        return True
-
-    def _leased_done(self, w: Worker, msg: tuple) -> None:
-        """A leased task that made nested calls answers through here (in order with them)."""
-        _, task_id, results, failure = msg
-        task, w.task = w.task, None
-        self.waiting.pop(task_id, None)
-        if w.get_req is not None:
-            w.get_req.stale = True
-            w.get_req = None
-        if w.blocked:  # the lease keeps its CPU
-            self.avail["CPU"] = self.avail.get("CPU", 0) - LEASE_CPU
-            w.blocked = False
-        self.t.send(0, (m.DONE, task_id, results, failure, None))
-        for oid, info, _contained in results:
-            self._made_here(oid, info)
-        if failure is not None and task is not None:
-            self._made_nothing(task.spec)
 
     # -- two-level scheduling: what this node can settle without rank 0 ----
     def _made_here(self, oid: str, info: tuple) -> None:
@@ -652,17 +607,8 @@ class Raylet:
         self.pool.remove(w)
         why = self.pool.exit_description(w)
         task = w.task
-        if w.leased is not None:  # rank 0 retries or fails what ran there
-            if w.get_req is not None:
-                w.get_req.stale = True
-            if task is not None:
-                self.waiting.pop(task.spec.task_id, None)
-                self._made_nothing(task.spec)
-            if not w.blocked:
-                self.avail["CPU"] = self.avail.get("CPU", 0) + LEASE_CPU
-            where = f"rank {self.rank} on host {self.hosts[self.rank]}, worker pid {w.pid}"
-            self.t.send(0, (m.LEASE_LOST, w.leased, why, where))
-            return
+        if w.leased is not None:
+            return self._leased_worker_died(w, why)
         if w.get_req is not None:
             w.get_req.stale = True
         while w.ahead:  # never started: run them elsewhere, in their order
