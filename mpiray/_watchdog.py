@@ -23,8 +23,8 @@ It reads the driver's pipe on stdin: ``bye`` means a clean shutdown (or that
 the driver reported the death itself); end-of-file without it, or the driver's
 pidfd, means the driver died.  When a rank died and the driver died at a later
 wake-up, without ``bye``, it prints which rank died first on its stderr (the
-driver's) and exits; in every other case (the driver died first, or at the
-same moment) it exits quietly.  Standard library only, no mpiray import: it starts in milliseconds and
+driver's); when their ends showed at the same wake-up it names the rank and
+says the order is unknown; when only the driver died it says nothing.  Standard library only, no mpiray import: it starts in milliseconds and
 takes a few MiB.
 """
 
@@ -43,25 +43,46 @@ def address(session: str) -> str:
     return f"\0mpiray-{session}-watch"
 
 
-def listen(session: str) -> _socket.socket | None:
-    """Rank 0, before the handshake: the socket the raylets of this host connect to."""
+def unix_socket(name: str, backlog: int | None = None) -> _socket.socket | None:
+    """A Unix socket listening at (``backlog`` given) or connected to the abstract ``name``;
+    None if that cannot be (no listener there, or no abstract sockets on this system)."""
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        s.bind(address(session))
-        s.listen(1024)
+        if backlog is None:
+            s.connect(name)
+        else:
+            s.bind(name)
+            s.listen(backlog)
         return s
     except OSError:
+        s.close()
         return None
 
 
+def listen(session: str) -> _socket.socket | None:
+    """Rank 0, before the handshake: the socket the raylets of this host connect to."""
+    return unix_socket(address(session), 1024)
+
+
 def connect(session: str) -> _socket.socket | None:
-    """A raylet, after the handshake: hold a connection to the watchdog for life."""
-    try:
-        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        s.connect(address(session))
-        return s
-    except OSError:
-        return None  # another host, or no watchdog: nothing to do
+    """A raylet, after the handshake: hold a connection to the watchdog for life (None on
+    another host, or with no watchdog: nothing to do)."""
+    return unix_socket(address(session))
+
+
+_SIGNALS = {2: "SIGINT", 6: "SIGABRT", 7: "SIGBUS", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM"}
+_HINTS = {"SIGKILL": " (out of memory, or killed by a user or the batch system?)",
+          "SIGSEGV": " (a crash in native code?)", "SIGBUS": " (/dev/shm full?)",
+          "SIGABRT": " (an abort in native code?)"}
+
+
+def exit_words(returncode: int, exit_hint: str = "") -> str:
+    """How a process ended, from its return code as ``subprocess`` gives it (-N: signal N),
+    with the likely cause; ``exit_hint`` follows a non-zero exit code."""
+    if returncode < 0:
+        name = _SIGNALS.get(-returncode, "")
+        return f"killed by signal {-returncode} {name}{_HINTS.get(name, '')}".rstrip()
+    return f"exited with code {returncode}" + (exit_hint if returncode else "")
 
 
 def _exit_text(pid: int) -> str:
@@ -78,15 +99,10 @@ def _exit_text(pid: int) -> str:
     else:
         return ""
     try:
-        code = int(fields[49])  # exit_code, field 52 of stat (Linux 3.5+)
+        code = int(fields[49])  # exit_code, field 52 of stat (Linux 3.5+): a wait status
     except (IndexError, ValueError):
         return ""
-    if code & 0x7F:
-        sig = code & 0x7F
-        names = {9: "SIGKILL (killed, or out of memory?)", 11: "SIGSEGV (crashed)", 6: "SIGABRT",
-                 15: "SIGTERM", 7: "SIGBUS"}
-        return f"killed by signal {sig} {names.get(sig, '')}".rstrip()
-    return f"exited with code {code >> 8}"
+    return exit_words(-(code & 0x7F) if code & 0x7F else code >> 8)
 
 
 class RankDeaths:
@@ -175,12 +191,16 @@ def main(argv: list[str]) -> int:
                 poller.unregister(0)
                 driver_gone = True
         if driver_gone:
-            # only deaths seen at an earlier wake-up: a rank that closed at the same moment
-            # as the driver may have been killed because of the driver's death
-            if deaths.groups:
+            earlier = bool(deaths.groups)
+            deaths.seen(ready, poller)  # ranks whose end showed at this same wake-up
+            if earlier:
                 os.write(2, (f"mpiray: {deaths.first()}; the MPI launcher then ended the whole job, "
                              f"driver (pid {driver}) included. Its tasks and objects cannot be "
                              "recovered.\n").encode())
+            elif deaths.groups:  # no order to tell: a rank may have been killed for the driver
+                os.write(2, (f"mpiray: {deaths.first()}, at the same instant as the driver (pid "
+                             f"{driver}): one of them ended the job, the MPI launcher the rest. Its "
+                             "tasks and objects cannot be recovered.\n").encode())
             return 0
         if deaths.seen(ready, poller) and deadline is None:
             deadline = time.monotonic() + GRACE

@@ -16,6 +16,7 @@ import time
 from multiprocessing.connection import Connection
 
 from .._protocol import messages as m
+from .._watchdog import unix_socket
 
 LEASE_IDLE = 0.01  # s a lease may sit idle before it goes back to its raylet
 
@@ -23,18 +24,14 @@ LEASE_IDLE = 0.01  # s a lease may sit idle before it goes back to its raylet
 class LeaseIO:
     def __init__(self, session: str):
         self.address = m.lease_address(session)
-        self.listener: socket.socket | None = None
-        try:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.bind(self.address)
-            s.listen(16)
-            s.setblocking(False)
-            self.listener = s
-        except OSError:  # no abstract sockets here: leasing stays off
-            self.address = ""
+        s = unix_socket(self.address, 16)  # None: no abstract sockets here, leasing stays off
+        self.listener = socket.socket(fileno=s.detach()) if s is not None else None
+        if self.listener is not None:
+            self.listener.setblocking(False)
         self.fresh: list[Connection] = []  # accepted, lease id not read yet
         self.conns: dict[str, Connection] = {}  # lease id -> connection
         self.by_fd: dict[int, str] = {}
+        self.poller = select.poll()  # over the fresh and the known connections
         self.last_used: dict[str, float] = {}
 
     @property
@@ -56,19 +53,19 @@ class LeaseIO:
                     sock.close()  # the socket's name is visible to every user of the host
                     continue
                 sock.setblocking(True)
-                self.fresh.append(Connection(sock.detach()))
+                conn = Connection(sock.detach())
+                self.fresh.append(conn)
+                self.poller.register(conn.fileno(), select.POLLIN)
         if not self.fresh and not self.conns:
             return events
-        poller = select.poll()
-        for fd in [c.fileno() for c in self.fresh] + list(self.by_fd):
-            poller.register(fd, select.POLLIN)
-        ready = {fd for fd, _ in poller.poll(0)}
+        ready = {fd for fd, _ in self.poller.poll(0)}
         known = ready & self.by_fd.keys()  # before the fresh ones join them
         for conn in [c for c in self.fresh if c.fileno() in ready]:
             self.fresh.remove(conn)
             try:
                 lease_id = conn.recv()
             except (EOFError, OSError):
+                self.poller.unregister(conn.fileno())
                 conn.close()
                 continue
             self.conns[lease_id] = conn
@@ -117,10 +114,8 @@ class LeaseIO:
         self.last_used.pop(lease_id, None)
         if conn is not None:
             self.by_fd.pop(conn.fileno(), None)
+            self.poller.unregister(conn.fileno())
             conn.close()
-
-    def fds(self) -> list[int]:
-        return list(self.by_fd)
 
     def shutdown(self) -> None:
         for lease_id in list(self.conns):

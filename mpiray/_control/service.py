@@ -200,9 +200,9 @@ class Service:
             gcs.unblocked(src, msg[1])
         elif kind == m.COPIED:
             gcs.copied(msg[1], src)
-        elif kind == m.LOST:  # (ids, the rank whose copy is gone; older form: the sender's)
+        elif kind == m.LOST:  # (ids, the rank whose copy is gone)
             for oid in msg[1]:
-                gcs.object_lost(oid, msg[2] if len(msg) > 2 else src)
+                gcs.object_lost(oid, msg[2])
         elif kind == m.LEASED:
             gcs.lease_granted(src, msg[1], msg[2])
         elif kind == m.LEASE_LOST:

@@ -13,7 +13,6 @@ import json
 import os
 import select
 import selectors
-import signal
 import socket
 import struct
 import subprocess
@@ -23,6 +22,8 @@ from collections import deque
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
+
+from .._watchdog import exit_words
 
 _HEADER = struct.Struct("!i")  # the framing of multiprocessing's Connection: length, then pickle
 _BIG = struct.Struct("!Q")
@@ -182,13 +183,7 @@ class Pool:
         except subprocess.TimeoutExpired:
             w.proc.kill()
             code = w.proc.wait()
-        if code < 0:
-            sig = signal.Signals(-code).name
-            hint = {"SIGKILL": " (out of memory, or killed by a user or the batch system?)",
-                    "SIGSEGV": " (a crash in native code?)", "SIGBUS": " (/dev/shm full?)",
-                    "SIGABRT": " (an abort in native code?)"}.get(sig, "")
-            return f"killed by {sig}{hint}"
-        return f"exited with code {code}" + (" (os._exit or sys.exit in the task?)" if code else "")
+        return exit_words(code, " (os._exit or sys.exit in the task?)")
 
     def shutdown(self, timeout: float = 3.0) -> None:
         procs = [w.proc for w in self.workers.values()] + self._reap

@@ -26,6 +26,7 @@ from .._serialization import Blob, loads
 from .._store.shm import Store, register_spill_root
 from .._protocol.messages import Failure
 from ..exceptions import GetTimeoutError
+from .._watchdog import unix_socket
 from .._values import IdGen, decode, encode, make_spec, resolve_arguments, task_failure, where
 
 
@@ -124,11 +125,10 @@ class WorkerRuntime:
             self.drop_lease()
 
     def open_lease(self, lease_id: str, address: str) -> None:
-        import socket
-
+        s = unix_socket(address)
+        if s is None:
+            return self.drop_lease()
         try:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect(address)
             self.lease_conn = Connection(s.detach())
             self.lease_conn.send(lease_id)
             self.lease_poll = select.poll()

@@ -74,13 +74,19 @@ def test_connection_may_come_before_leased():
     assert not g.lease_connected("L999")  # unknown: the service closes that connection
 
 
-def test_lost_lease_retries_its_task_the_usual_way():
+def lose_while_running(retries, why):
+    """A lease whose worker dies (its raylet says so) while it runs task b."""
     g = leasing()
     lid = lease_one(g)
-    g.submit(spec("b", retries=1), None, 0)
+    g.submit(spec("b", retries=retries), None, 0)
     take(g)
-    g.lease_lost(1, lid, "killed by signal 9", "rank 1 on host h, worker pid 4242")
+    g.lease_lost(1, lid, why, "rank 1 on host h, worker pid 4242")
     assert lid not in g.leases
+    return g
+
+
+def test_lost_lease_retries_its_task_the_usual_way():
+    g = lose_while_running(1, "killed by signal 9")
     out = take(g)
     assert [(d, msg[0]) for d, msg in out][0] == (1, m.TASKS)  # retried through the raylet
     assert g.tasks["b"].spec.attempt == 1 and g.tasks["b"].lease is None
@@ -88,11 +94,7 @@ def test_lost_lease_retries_its_task_the_usual_way():
 
 
 def test_lost_lease_without_retries_fails_with_the_worker_named():
-    g = leasing()
-    lid = lease_one(g)
-    g.submit(spec("b", retries=0), None, 0)
-    take(g)
-    g.lease_lost(1, lid, "exit code 5", "rank 1 on host h, worker pid 4242")
+    g = lose_while_running(0, "exit code 5")
     info = g.objects["b.0"].info
     assert info[0] == "err" and info[1].type_name == "WorkerCrashedError"
     assert "worker pid 4242" in info[1].message and "exit code 5" in info[1].message
