@@ -127,7 +127,10 @@ class DriverRuntime:
             self.gcs.put(oid, info, contained, 0)
         ref = ObjectRef(oid, None)
         self._adopt(ref)
-        self._push()
+        if info[0] == "shm":  # the frees of dropped stored objects keep up with a put loop,
+            self.service.step()  # even while the service thread is preempted mid-step
+        else:
+            self._push()
         return ref
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:

@@ -96,15 +96,15 @@ class Service:
                 self.cond.notify_all()
             raise
 
-    def step(self) -> bool:
-        """One round of IO: receive, run the GCS, send.  Any thread may call it."""
-        with self.io_lock:
-            return self._step()
-
     def try_step(self) -> bool | None:
         """``step()`` unless another thread is in it (then None): lets the driver thread
         send its own submissions and receive its own results without a thread hand-off."""
-        if not self.io_lock.acquire(blocking=False):
+        return self.step(blocking=False)
+
+    def step(self, blocking: bool = True) -> bool | None:
+        """One round of IO: receive, run the GCS, send.  Any thread may call it; None when
+        not ``blocking`` and another thread is in it."""
+        if not self.io_lock.acquire(blocking=blocking):
             return None
         # a Ctrl-C in the middle of a step would lose what it read or was to send: it waits
         # until the step is over (signals reach only the main thread)
