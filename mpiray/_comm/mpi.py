@@ -111,14 +111,20 @@ class Transport:
         """Copy ``len(dest)`` bytes at ``offset`` of ``rank``'s staging window into ``dest``.
 
         Waits without blocking inside MPI, calling ``alive()`` every second so a
-        process whose peer or driver vanished can give up instead of hanging.
+        process whose peer or driver vanished can give up instead of hanging.  For the
+        first 50 ms it tests without sleeping: over a network module (UCX, OFI) each test
+        drives the transfer on, and sleeping between tests left a 100 MiB pull at 1.2 GB/s
+        against 4.7 when spinning.  (On one host's shared memory the Get is done at once.)
         """
         import time
 
         MPI = _mpi()
         req = self._win.Rget([dest, MPI.BYTE], rank, (offset, len(dest), MPI.BYTE))
         delay, last = 0.0, time.monotonic()
+        spin_end = last + 0.05
         while not req.Test():
+            if time.monotonic() < spin_end:
+                continue
             time.sleep(delay)
             delay = min(1e-3, delay * 2 or 1e-6)
             if alive is not None and time.monotonic() - last > 1.0:
