@@ -20,6 +20,7 @@ from typing import Any
 
 from ._comm import mpi
 from ._config import Config
+from ._store import arena
 
 STAGING_SLOTS = 8  # chunks in flight per rank (see _store/transfer.py)
 
@@ -74,13 +75,16 @@ def run_raylet(transport: Any) -> None:
     raylet = Raylet(transport, config, session, hosts, node, hello["driver_pid"])  # workers start now
     transport.gather(node)
     transport.open_stage(config.staging_bytes, STAGING_SLOTS)
+    if arena.wanted(config, hosts):
+        transport.open_arena(0)  # rank 0 opens it in DriverRuntime, once it knows its capacity
     raylet.xfer.start()
     try:
         raylet.serve()
     except BaseException as exc:  # a bug or a signal: say so and end the job, never hang
         _raylet_failed(raylet, transport, hosts[me], exc)
     try:
-        transport.close_stage()  # collective with rank 0, after every rank said bye
+        transport.close_arena()  # collective with rank 0, after every rank said bye
+        transport.close_stage()
     finally:
         raylet.pool.shutdown(timeout=1.0)
         transport.close()

@@ -36,7 +36,7 @@ from .gcs import GCS
 
 LIVENESS_PERIOD = 1.0  # s between checks of the other ranks (and heartbeats to them)
 
-_TRANSFER = (m.PULL, m.DATA, m.CHUNK, m.SLOT_FREE)
+_TRANSFER = (m.PULL, m.DATA, m.CHUNK, m.SLOT_FREE, m.DELIVERED)
 _SIGINT = {signal.SIGINT}
 
 
@@ -58,7 +58,9 @@ class Service:
         self.last_seen: dict[int, float] = {}
         self._last_check = time.monotonic()
         self._last_beat = 0.0
-        self.xfer = Transfers(transport, store, self._pulled, self._pull_lost)
+        self.xfer = Transfers(transport, store, self._pulled, self._pull_lost, on_delivered=self._delivered)
+        self.arena: Any = None  # rank 0's delivery arena, when it has one (driver.py)
+        self.deliveries: dict[str, Any] = {}  # oid -> driver._Delivery in progress
         if getattr(transport, "stage", None) is not None:
             self.xfer.start()
         self.peers: dict[int, tuple] = {}  # rank -> (host, pid) of raylets, for liveness checks
@@ -261,6 +263,17 @@ class Service:
     def _pulled(self, oid: str, src: int) -> None:
         with self.cond:
             self.gcs.copied(oid, 0)
+            self.cond.notify_all()
+
+    def _delivered(self, oid: str, nbytes: int) -> None:
+        with self.cond:
+            d = self.deliveries.get(oid)
+            if d is None:
+                return
+            d.nbytes = nbytes
+            if not d.waiters:  # its get() gave up meanwhile: the region is free again
+                del self.deliveries[oid]
+                self.arena.release(d.offset)
             self.cond.notify_all()
 
     def _pull_lost(self, oid: str, src: int) -> None:

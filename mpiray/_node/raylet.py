@@ -121,6 +121,8 @@ class Raylet(RayletLeases):
             if not delay and not busy and not ready:
                 os.sched_yield()  # spinning right after activity: let a worker have the core
             self._dispatch()
+            if self.xfer.puts:
+                self.xfer.pump_puts()
             if self.xfer.busy():
                 busy = True
             self.t.flush()
@@ -239,6 +241,9 @@ class Raylet(RayletLeases):
 
     def on_slot_free(self, src: int, oid: str, slot: int) -> None:
         self.xfer.on_slot_free(src, oid, slot)
+
+    def on_deliver(self, src: int, oid: str, requester: int, offset: int, room: int) -> None:
+        self.xfer.on_deliver(src, oid, requester, offset, room)
 
     def _pulled(self, oid: str, src: int) -> None:
         self.t.send(0, (m.COPIED, oid))

@@ -51,6 +51,8 @@ PULL = "pull"              # (object_id, requester_rank) send me the bytes
 DATA = "data"              # (object_id, nbytes) the pull starts (nbytes -1: not here)
 CHUNK = "chunk"            # (object_id, offset, slot, nbytes) Get it from my staging slot
 SLOT_FREE = "slot_free"    # (object_id, slot) done with that slot
+DELIVER = "deliver"        # (object_id, requester, offset, room) Put it into my arena there
+DELIVERED = "delivered"    # (object_id, nbytes) the Put is complete (-1: not here; -2: no room)
 
 # raylet -> worker
 W_RUN = "run"              # (TaskSpec, func_bytes | None, {dep_id: local ObjInfo}, gpu_ids)

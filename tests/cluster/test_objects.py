@@ -16,3 +16,13 @@ ENV = {"MPIRAY_SHARE_HOST_MEMORY": "0", "LOOP_ITERS": "10000",
 MODES = {"mpiexec-rma": (lambda: [mpiexec(), "-n", "4", sys.executable, SCRIPT, ARGS], ENV)}
 
 suite_run, test_scenario, test_run_ends_cleanly = scenario_suite(SCRIPT, MODES, timeout=400)
+
+
+def test_remote_values_stay_valid_after_shutdown():
+    from conftest import run_mpi
+
+    r = run_mpi(str(Path(__file__).parent / "apps" / "remote_values_after_shutdown.py"), 2,
+                env={"MPIRAY_SHARE_HOST_MEMORY": "0"}, timeout=120)
+    assert r.returncode == 0, r
+    assert "DELIVERED True" in r.stdout and "KEPT [7, 9] [7, 9] 2" in r.stdout and "FREED 0" in r.stdout, r
+    assert not r.leftovers(), r.leftovers()

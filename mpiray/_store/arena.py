@@ -1,0 +1,142 @@
+"""Rank 0's delivery arena: where other hosts' objects land for the driver, one copy.
+
+A pull (``transfer.py``) moves bytes twice: the owner copies the object into
+its staging window, the requester ``Get``s it into a new file of its store.
+The two copies are needed because the object lives in a file that worker
+processes map, and MPI can only read or write memory it allocated itself.
+The driver is different: it runs inside rank 0, an MPI process, so its
+objects can land straight in MPI memory.  Rank 0 allocates one window for
+that at start-up; the driver's ``get`` of another host's object asks the
+owner to *deliver* it::
+
+    driver get(oid) ──> Arena.alloc(nbytes) ──> DELIVER(oid, 0, offset, nbytes)
+                                                owner: Put(object file -> window of rank 0
+                                                       at offset), in chunks; Flush
+    value = loads(region) <── DELIVERED(oid, nbytes)   (-1: not here, lost)
+
+The value's buffers (numpy arrays) are read-only views of the region; the
+region goes back to the arena when the last of them is gone (a finalizer on
+the region's exporter), never while a view lives.  Nothing here touches MPI:
+the arena hands out offsets of a buffer it is given.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import threading
+import weakref
+from typing import Any, Callable
+
+ALIGN = 4096  # page-aligned regions: a Put fills whole pages
+
+
+def wanted(config: Any, hosts: list[str]) -> bool:
+    """Whether rank 0 opens a delivery arena; every rank must agree (the window is
+    collective): only when the driver may read objects that another host holds."""
+    if config.driver_arena_bytes == 0:
+        return False
+    return not config.share_host_memory or any(h != hosts[0] for h in hosts[1:])
+
+
+class Arena:
+    """First-fit allocator of byte ranges in ``memory`` (any writable buffer)."""
+
+    def __init__(self, memory: Any):
+        self.memory = memoryview(memory).cast("B") if memory is not None else memoryview(b"")
+        self.size = self.memory.nbytes
+        self._free: list[tuple[int, int]] = [(0, self.size)] if self.size else []  # (offset, length), sorted
+        self._taken: dict[int, int] = {}  # offset -> length of every region handed out
+        self._owned: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # offset -> exporter
+        self._moved: dict[int, tuple[int, int]] = {}  # offset -> (address, length) kept after close
+        self._lock = threading.Lock()
+
+    @property
+    def used(self) -> int:
+        with self._lock:
+            return sum(self._taken.values())
+
+    def live(self) -> int:
+        """How many regions are handed out (being delivered, or viewed by a value)."""
+        with self._lock:
+            return len(self._taken)
+
+    def alloc(self, nbytes: int) -> int | None:
+        """The offset of a free region of at least ``nbytes``; None when none is free."""
+        need = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
+        with self._lock:
+            for i, (off, length) in enumerate(self._free):
+                if length >= need:
+                    if length == need:
+                        del self._free[i]
+                    else:
+                        self._free[i] = (off + need, length - need)
+                    self._taken[off] = need
+                    return off
+        return None
+
+    def release(self, offset: int) -> None:
+        """Give back the region at ``offset``, merging it with free neighbours."""
+        with self._lock:
+            length = self._taken.pop(offset)
+            moved = self._moved.pop(offset, None)
+            if moved is not None:  # after close: its private copy goes back to the system
+                _libc().munmap(ctypes.c_void_p(moved[0]), ctypes.c_size_t(moved[1]))
+                return
+            i = bisect.bisect(self._free, (offset, 0))
+            if i < len(self._free) and offset + length == self._free[i][0]:
+                length += self._free.pop(i)[1]
+            if i > 0 and self._free[i - 1][0] + self._free[i - 1][1] == offset:
+                i -= 1
+                offset, prev = self._free.pop(i)
+                length += prev
+            self._free.insert(i, (offset, length))
+
+    def region(self, offset: int, nbytes: int) -> Any:
+        """The exporter of ``nbytes`` at ``offset``: ``memoryview(r).cast("B")`` reads it.
+        When it and every view made from it (numpy arrays of a value) are gone, the
+        region is free again."""
+        owner = (ctypes.c_char * max(nbytes, 1)).from_buffer(self.memory, offset)
+        weakref.finalize(owner, self.release, offset)
+        self._owned[offset] = owner
+        return owner
+
+    def writable(self, offset: int, nbytes: int) -> memoryview:
+        """The bytes a Put into ``offset`` lands in."""
+        return self.memory[offset:offset + nbytes]
+
+    def close(self, free_memory: Callable[[], None]) -> int:
+        """Let the memory go (``free_memory()``, e.g. freeing the MPI window) while values
+        still viewing regions keep them: their bytes are copied to private pages mapped at
+        the same addresses.  Returns how many regions were kept that way."""
+        with self._lock:
+            kept = [(off, self._taken[off]) for off in list(self._owned.keys()) if off in self._taken]
+            self._taken = {off: n for off, n in kept}
+            self._free = []
+        base = ctypes.addressof(ctypes.c_char.from_buffer(self.memory)) if self.size else 0
+        saved = [(off, base + off, bytes(self.memory[off:off + n])) for off, n in kept]
+        free_memory()
+        libc = _libc()
+        for off, addr, data in saved:
+            got = libc.mmap(ctypes.c_void_p(addr), ctypes.c_size_t(len(data)), _PROT_RW, _MAP_KEEP, -1, 0)
+            if got != addr:
+                raise RuntimeError(
+                    f"mpiray could not keep a value read from another host at its address after "
+                    f"shutdown (mmap gave {got:#x}, wanted {addr:#x}); that value must not be used")
+            ctypes.memmove(addr, data, len(data))
+            with self._lock:
+                self._moved[off] = (addr, len(data))
+        return len(saved)
+
+
+_PROT_RW = 0x1 | 0x2  # PROT_READ | PROT_WRITE
+_MAP_KEEP = 0x02 | 0x20 | 0x100000  # MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE
+
+
+def _libc() -> Any:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_size_t
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    return libc
