@@ -17,11 +17,11 @@ from .. import exceptions as exc_mod
 from .._objref import ObjectRef, RefTracker
 from .._options import TaskOptions, from_units
 from .._protocol import messages as m
-from .._serialization import loads
 from .._store import arena as arena_mod
-from .._store.shm import Store, check_shared_memory, parse, register_spill_root, sweep_stale
+from .._store.shm import Store, check_shared_memory, register_spill_root, sweep_stale
 from .._values import IdGen, decode, encode, make_spec
 from .._watchdog import quiet_watchdog, start_watchdog, stop_watchdog
+from .deliveries import NO_ROOM, Deliveries, LookAgain
 from .gcs import GCS, PENDING, lost_failure
 from .lease_io import LeaseIO
 from .service import Service
@@ -29,28 +29,9 @@ from .service import Service
 
 DRIVER_POLL_WINDOW = 0.005  # a waiting driver polls MPI itself this long, then sleeps
 DRIVER_GRACE = 0.002  # after a get the service thread stays paused this long (see _stop_polling)
-DELIVERY_RATE = 4e9  # bytes/s: a driver waiting for a delivery polls as long as that would take
 
 
-class _LookAgain(Exception):
-    """The object moved or is being rebuilt while we fetched it."""
-
-
-class _Delivery:
-    """An object being Put into rank 0's arena (``_store/arena.py``)."""
-    __slots__ = ("offset", "nbytes", "waiters", "region")
-
-    def __init__(self, offset: int):
-        self.offset = offset
-        self.region: Any = None
-        self.nbytes: int | None = None  # set by DELIVERED: the object's length, -1 lost, -2 no room
-        self.waiters = 0
-
-
-_NO_ROOM = object()  # a delivery was not possible: pull the object into the store instead
-
-
-class DriverRuntime:
+class DriverRuntime(Deliveries):
     is_driver = True
 
     def __init__(self, transport: Any, config: Any, session: str, hosts: list[str], nodes: list[dict],
@@ -165,26 +146,33 @@ class DriverRuntime:
         ids = [r.id for r in refs]
         end = None if timeout is None else time.monotonic() + timeout
         infos = self._wait_ready(ids, len(set(ids)), timeout, all_needed=True)
+        ahead = self._deliveries_ahead(ids, infos)
         out = []
-        for oid in ids:
-            while True:
-                info = infos[oid]
-                try:
-                    if info[0] == "shm" and not self._can_map(info[1]):
-                        value = self._deliver(oid, info, end)
-                        if value is not _NO_ROOM:
-                            out.append(value)
-                            break
-                        info = self._pull(oid, info, timeout)
-                    out.append(decode(oid, info, self.tracker, self.store))
-                    break
-                except (FileNotFoundError, _LookAgain) as exc:  # bytes gone: rebuild or fail
-                    if isinstance(exc, FileNotFoundError):
-                        with self.service.cond:
-                            self.gcs.object_lost(oid, info[1])
-                        self.service.wake()
-                    left = None if end is None else max(0.0, end - time.monotonic())
-                    infos[oid] = self._wait_ready([oid], 1, left, all_needed=True)[oid]
+        try:
+            for oid in ids:
+                while True:
+                    info = infos[oid]
+                    try:
+                        if info[0] == "shm" and not self._can_map(info[1]):
+                            value = self._deliver(oid, info, end, ahead.pop(oid, None))
+                            if value is not NO_ROOM:
+                                out.append(value)
+                                break
+                            info = self._pull(oid, info, timeout)
+                        out.append(decode(oid, info, self.tracker, self.store))
+                        break
+                    except (FileNotFoundError, LookAgain) as exc:  # bytes gone: rebuild or fail
+                        if isinstance(exc, FileNotFoundError):
+                            with self.service.cond:
+                                self.gcs.object_lost(oid, info[1])
+                            self.service.wake()
+                        left = None if end is None else max(0.0, end - time.monotonic())
+                        infos[oid] = self._wait_ready([oid], 1, left, all_needed=True)[oid]
+        finally:
+            if ahead:  # asked for, not waited for (an earlier object failed the get)
+                with self.service.cond:
+                    for oid, d in ahead.items():
+                        self._unwait(oid, d)
         return out
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
@@ -197,60 +185,6 @@ class DriverRuntime:
 
     def _can_map(self, rank: int) -> bool:
         return rank == 0 or (self.config.share_host_memory and self.hosts[rank] == self.hosts[0])
-
-    def _deliver(self, oid: str, info: tuple, end: float | None) -> Any:
-        """The value of another host's object, Put by its owner into rank 0's arena (one
-        copy); ``_NO_ROOM`` when the arena cannot take it (then it is pulled instead)."""
-        if self.arena is None:
-            return _NO_ROOM
-        region = self.delivered.get(oid)  # a value of it is alive: read the same bytes
-        if region is None:
-            region = self._await_delivery(oid, info, end)
-            if region is None:
-                return _NO_ROOM
-        data, bufs = parse(memoryview(region).cast("B").toreadonly())
-        return loads(data, bufs, self.tracker)
-
-    def _await_delivery(self, oid: str, info: tuple, end: float | None) -> Any:
-        """The exporter of the object's arena region once its owner has Put it there;
-        None when it is not delivered (no room, or already in this rank's store)."""
-        service = self.service
-        with service.cond:
-            entry = self.gcs.objects.get(oid)
-            if entry is not None and 0 in entry.copies:
-                return None
-            d = service.deliveries.get(oid)
-            if d is None:
-                offset = self.arena.alloc(info[2])
-                if offset is None:
-                    return None
-                d = service.deliveries[oid] = _Delivery(offset)
-                self.gcs.out.append((info[1], (m.DELIVER, oid, 0, offset, info[2])))
-                service.wake()
-            d.waiters += 1
-            # poll, not sleep, while the bytes move (~4 GB/s or better) and 5 ms more: the
-            # service thread's hand-off cost a 100 MiB delivery ~2 ms
-            started = time.monotonic() + info[2] / DELIVERY_RATE
-            try:
-                while d.nbytes is None:
-                    entry = self.gcs.objects.get(oid)
-                    if entry is None:
-                        raise exc_mod.ObjectLostError(f"object {oid} was freed during get()")
-                    if entry.info != info:
-                        raise _LookAgain  # lost at its owner: rebuilt or moved meanwhile
-                    self._cond_wait(end, oid, started)
-            finally:
-                self._stop_polling()
-                d.waiters -= 1  # a delivery nobody waits for any more is freed when it ends
-            if service.deliveries.get(oid) is d:  # the first waiter to see it done takes it
-                del service.deliveries[oid]
-                if d.nbytes >= 0:
-                    d.region = self.delivered[oid] = self.arena.region(d.offset, d.nbytes)
-                else:
-                    self.arena.release(d.offset)
-        if d.nbytes == -1:
-            raise FileNotFoundError(oid)  # gone at its owner: get() reports it lost
-        return d.region  # None for -2: larger than the room asked for
 
     def _pull(self, oid: str, info: tuple, timeout: float | None) -> tuple:
         """Copy a stored object from another host into this rank's store."""
@@ -267,7 +201,7 @@ class DriverRuntime:
                 if 0 in entry.copies:
                     return ("shm", 0, info[2])
                 if entry.info != info:
-                    raise _LookAgain  # lost at its owner: rebuilt or moved meanwhile
+                    raise LookAgain  # lost at its owner: rebuilt or moved meanwhile
                 self._cond_wait(end, oid)
 
     def _cond_wait(self, end: float | None, what: Any, started: float | None = None) -> None:

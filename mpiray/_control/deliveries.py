@@ -1,0 +1,142 @@
+"""The driver's reads of other hosts' objects through rank 0's delivery arena.
+
+A mixin of ``DriverRuntime`` (``driver.py``); the arena itself is
+``_store/arena.py`` and the owner's side ``_store/transfer.py``::
+
+    get([a, b, c]) ──> _deliveries_ahead: a region each, DELIVER to every owner at once
+                  ──> _deliver(a): wait (polling) for DELIVERED, unpickle from the region
+                      ... b, c: most of their bytes have moved meanwhile
+
+A ``_Delivery`` lives in ``Service.deliveries`` from DELIVER to the first waiter
+that sees it done; one that nobody waits for any more (a get that timed out or
+failed) gives its region back when it ends (``Service._delivered``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .. import exceptions as exc_mod
+from .._protocol import messages as m
+from .._serialization import loads
+from .._store.shm import parse
+
+DELIVERY_RATE = 4e9  # bytes/s: a driver waiting for a delivery polls as long as that would take
+
+
+class LookAgain(Exception):
+    """The object moved or is being rebuilt while we fetched it."""
+
+
+class _Delivery:
+    """An object being Put into rank 0's arena."""
+    __slots__ = ("offset", "nbytes", "waiters", "region")
+
+    def __init__(self, offset: int):
+        self.offset = offset
+        self.region: Any = None
+        self.nbytes: int | None = None  # set by DELIVERED: the object's length, -1 lost, -2 no room
+        self.waiters = 0
+
+
+NO_ROOM = object()  # a delivery was not possible: pull the object into the store instead
+
+
+class Deliveries:
+    """Needs ``arena``, ``delivered``, ``service``, ``gcs``, ``tracker``, ``_can_map``,
+    ``_cond_wait`` and ``_stop_polling`` from ``DriverRuntime``."""
+
+    def _deliveries_ahead(self, ids: list[str], infos: dict) -> dict:
+        """Ask every owner at once when a get needs several objects from other hosts, so
+        their deliveries overlap; {oid: _Delivery} reserved for this get."""
+        if self.arena is None:
+            return {}
+        wanted = [oid for oid in dict.fromkeys(ids) if infos[oid][0] == "shm"
+                  and not self._can_map(infos[oid][1]) and oid not in self.delivered]
+        if len(wanted) < 2:
+            return {}
+        ahead = {}
+        with self.service.cond:
+            for oid in wanted:
+                d = self._request_delivery(oid, infos[oid])
+                if d is not None:
+                    ahead[oid] = d
+        self.service.wake()
+        return ahead
+
+    def _request_delivery(self, oid: str, info: tuple) -> Any:
+        """(Holding ``cond``.) The delivery of ``oid`` in progress, or a new one; counted
+        as waited for.  None when the arena has no room or rank 0 holds a copy."""
+        entry = self.gcs.objects.get(oid)
+        if entry is not None and 0 in entry.copies:
+            return None
+        d = self.service.deliveries.get(oid)
+        if d is None:
+            offset = self.arena.alloc(info[2])
+            if offset is None:
+                return None
+            d = self.service.deliveries[oid] = _Delivery(offset)
+            self.gcs.out.append((info[1], (m.DELIVER, oid, 0, offset, info[2])))
+        d.waiters += 1
+        return d
+
+    def _unwait(self, oid: str, d: Any) -> None:
+        """(Holding ``cond``.) One waiter less; a finished delivery nobody waits for is freed."""
+        d.waiters -= 1
+        if not d.waiters and d.nbytes is not None and self.service.deliveries.get(oid) is d:
+            del self.service.deliveries[oid]
+            self.arena.release(d.offset)
+
+    def _deliver(self, oid: str, info: tuple, end: float | None, d: Any = None) -> Any:
+        """The value of another host's object, Put by its owner into rank 0's arena (one
+        copy); ``NO_ROOM`` when the arena cannot take it (then it is pulled instead).
+        ``d``: its delivery, already asked for by this get."""
+        if self.arena is None:
+            return NO_ROOM
+        region = self.delivered.get(oid)  # a value of it is alive: read the same bytes
+        if region is not None:
+            if d is not None:
+                with self.service.cond:
+                    self._unwait(oid, d)
+        else:
+            region = self._await_delivery(oid, info, end, d)
+            if region is None:
+                return NO_ROOM
+        data, bufs = parse(memoryview(region).cast("B").toreadonly())
+        return loads(data, bufs, self.tracker)
+
+    def _await_delivery(self, oid: str, info: tuple, end: float | None, d: Any) -> Any:
+        """The exporter of the object's arena region once its owner has Put it there;
+        None when it is not delivered (no room, or already in this rank's store)."""
+        service = self.service
+        with service.cond:
+            if d is None:
+                d = self._request_delivery(oid, info)
+                if d is None:
+                    return None
+                service.wake()
+            # poll, not sleep, while the bytes move (~4 GB/s or better) and 5 ms more: the
+            # service thread's hand-off cost a 100 MiB delivery ~2 ms
+            started = time.monotonic() + info[2] / DELIVERY_RATE
+            try:
+                while d.nbytes is None:
+                    entry = self.gcs.objects.get(oid)
+                    if entry is None:
+                        raise exc_mod.ObjectLostError(f"object {oid} was freed during get()")
+                    if entry.info != info:
+                        raise LookAgain  # lost at its owner: rebuilt or moved meanwhile
+                    self._cond_wait(end, oid, started)
+            finally:
+                self._stop_polling()
+                d.waiters -= 1  # a delivery nobody waits for any more is freed when it ends
+            if service.deliveries.get(oid) is d:  # the first waiter to see it done takes it
+                del service.deliveries[oid]
+                if d.nbytes >= 0:
+                    d.region = self.delivered[oid] = self.arena.region(d.offset, d.nbytes)
+                else:
+                    self.arena.release(d.offset)
+        if d.nbytes == -1:
+            raise FileNotFoundError(oid)  # gone at its owner: get() reports it lost
+        return d.region  # None for -2: larger than the room asked for
+
