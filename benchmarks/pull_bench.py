@@ -1,8 +1,10 @@
 """Cross-rank pull bandwidth: mpiray's pull against raw mpi4py RMA, in one run.
 
-    python benchmarks/pull_bench.py [--sizes 1,100,1024] [--reps 3] [--out FILE]
+    python benchmarks/pull_bench.py [--sizes 1,100,1024] [--reps 3] [--rounds 3] [--out FILE]
 
-(it launches ``mpiexec -n 3`` twice itself: once for mpiray, once for raw mpi4py)
+(it launches ``mpiexec -n 3`` itself, ``--rounds`` times for mpiray and as many for raw
+mpi4py, taking turns: a raw Get of 100 MiB here runs at ~9 GB/s in some launches and
+~18 in others, steady within one; medians are over all samples of all rounds)
 
 Ranks 1 and 2 are raylets; every rank is treated as its own host
 (``MPIRAY_SHARE_HOST_MEMORY=0``), so objects move with MPI one-sided
@@ -101,7 +103,8 @@ def raw_phase(sizes: list[int], reps: int) -> dict[str, dict[int, list[float]]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1,100,1024", help="MiB, comma separated")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=3, help="samples per size in each launch")
+    ap.add_argument("--rounds", type=int, default=3, help="launches of each phase, taking turns")
     ap.add_argument("--out", default=None)
     ap.add_argument("--phase", choices=["mpiray", "raw"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -118,17 +121,19 @@ def main() -> int:
             print("RESULT " + json.dumps(res))
         return 0
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    found = {}
-    for phase in ("mpiray", "raw"):
-        cmd = [mpiexec, "-n", "3", sys.executable, __file__, "--phase", phase, "--sizes", args.sizes,
-               "--reps", str(args.reps)]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-        if out.returncode != 0 or not line:
-            sys.exit(f"{phase} phase failed:\n{out.stdout}\n{out.stderr}")
-        found[phase] = json.loads(line[0][7:])
-    ours = {k: {int(n): v for n, v in d.items()} for k, d in found["mpiray"].items()}
-    raw = {k: {int(n): v for n, v in d.items()} for k, d in found["raw"].items()}
+    ours: dict = {}
+    raw: dict = {}
+    for _ in range(args.rounds):  # the phases take turns: a raw Get's speed drifts between launches
+        for phase, into in (("mpiray", ours), ("raw", raw)):
+            cmd = [mpiexec, "-n", "3", sys.executable, __file__, "--phase", phase, "--sizes", args.sizes,
+                   "--reps", str(args.reps)]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+            if out.returncode != 0 or not line:
+                sys.exit(f"{phase} phase failed:\n{out.stdout}\n{out.stderr}")
+            for kind, by_size in json.loads(line[0][7:]).items():
+                for n, values in by_size.items():
+                    into.setdefault(kind, {}).setdefault(int(n), []).extend(values)
     report(sizes, ours, raw, args.out)
     return 0
 

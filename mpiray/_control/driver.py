@@ -69,7 +69,7 @@ class DriverRuntime(Deliveries):
             if transport.arena is not None and len(transport.arena):
                 import weakref
 
-                self.arena = self.service.arena = arena_mod.Arena(transport.arena)
+                self.arena = self.service.arena = arena_mod.Arena(transport.arena, arena_mod.shm_room())
                 self.delivered = weakref.WeakValueDictionary()
         if config.lease_workers:  # a direct line to one worker of this host (lease.py)
             leases = LeaseIO(session)

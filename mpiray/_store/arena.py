@@ -31,6 +31,19 @@ from typing import Any, Callable
 ALIGN = 4096  # page-aligned regions: a Put fills whole pages
 
 
+def shm_room(path: str = "/dev/shm", keep: int = 64 << 20) -> Callable[[int], bool]:
+    """``can_grow`` for an arena whose pages live in the tmpfs at ``path``: room for
+    ``extra`` more bytes there, keeping ``keep`` free."""
+    import shutil
+
+    def can_grow(extra: int) -> bool:
+        try:
+            return shutil.disk_usage(path).free - extra >= keep
+        except OSError:
+            return True  # no such folder: MPI's memory is not there
+    return can_grow
+
+
 def wanted(config: Any, hosts: list[str]) -> bool:
     """Whether rank 0 opens a delivery arena; every rank must agree (the window is
     collective): only when the driver may read objects that another host holds."""
@@ -42,9 +55,14 @@ def wanted(config: Any, hosts: list[str]) -> bool:
 class Arena:
     """First-fit allocator of byte ranges in ``memory`` (any writable buffer)."""
 
-    def __init__(self, memory: Any):
+    def __init__(self, memory: Any, can_grow: Callable[[int], bool] | None = None):
         self.memory = memoryview(memory).cast("B") if memory is not None else memoryview(b"")
         self.size = self.memory.nbytes
+        # the arena's pages come into being when first written (tmpfs, under MPI): before
+        # handing out bytes past the furthest ever handed out, ask ``can_grow(extra)``
+        # whether the system has room for them (a Put into a full tmpfs is a SIGBUS)
+        self.can_grow = can_grow
+        self.touched = 0
         self._free: list[tuple[int, int]] = [(0, self.size)] if self.size else []  # (offset, length), sorted
         self._taken: dict[int, int] = {}  # offset -> length of every region handed out
         self._owned: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # offset -> exporter
@@ -67,6 +85,11 @@ class Arena:
         with self._lock:
             for i, (off, length) in enumerate(self._free):
                 if length >= need:
+                    grow = off + need - self.touched
+                    if grow > 0:
+                        if self.can_grow is not None and not self.can_grow(grow):
+                            return None  # the first fit needs new pages the system cannot give
+                        self.touched += grow
                     if length == need:
                         del self._free[i]
                     else:

@@ -95,3 +95,21 @@ def test_who_opens_an_arena():
 def test_empty_arena_has_no_room(size):
     a = Arena(bytearray(size))
     assert a.alloc(1) is None and a.live() == 0
+
+
+def test_new_pages_only_when_the_system_has_room():
+    asked = []
+    room = {"left": 3 * ALIGN}
+
+    def can_grow(extra):
+        asked.append(extra)
+        return extra <= room["left"]
+
+    a = Arena(bytearray(16 * ALIGN), can_grow)
+    first = a.alloc(2 * ALIGN)
+    assert first == 0 and asked == [2 * ALIGN]
+    room["left"] = ALIGN
+    assert a.alloc(2 * ALIGN) is None  # would reach past the pages written so far
+    a.release(first)
+    assert a.alloc(ALIGN) == 0 and asked == [2 * ALIGN, 2 * ALIGN]  # old pages: no question
+    assert a.touched == 2 * ALIGN
