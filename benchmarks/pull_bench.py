@@ -1,6 +1,6 @@
 """Cross-rank pull bandwidth: mpiray's pull against raw mpi4py RMA, in one run.
 
-    python benchmarks/pull_bench.py [--sizes 1,100,1024] [--reps 3] [--rounds 3] [--out FILE]
+    python benchmarks/pull_bench.py [--sizes 1,100,1024] [--reps 3] [--rounds 3] [--warmup 1] [--out FILE]
 
 (it launches ``mpiexec -n 3`` itself, ``--rounds`` times for mpiray and as many for raw
 mpi4py, taking turns: a raw Get of 100 MiB here runs at ~9 GB/s in some launches and
@@ -17,6 +17,10 @@ Phase 2 times raw mpi4py on the same ranks after mpiray shut down: a window
 made with ``Win.Allocate`` on rank 1, ``Get`` by rank 2 (a) into a buffer
 touched before (warm, the usual microbenchmark) and (b) into fresh memory, as
 a pull must (its destination is a new object).
+The first sample of each size in each launch is a warm-up, dropped alike in
+every phase (``--warmup``): a raw Get's first destination is untouched
+memory, and mpiray's first delivery lands in untouched pages of rank 0's
+arena (~1 GB/s here: tmpfs allocates and zeroes each page on first write).
 Prints a table and writes JSON lines.
 """
 
@@ -36,6 +40,10 @@ os.environ.setdefault("MPIRAY_SHARE_HOST_MEMORY", "0")
 import numpy as np  # noqa: E402
 
 MiB = 1 << 20
+# each mpiray sample starts from a quiet cluster, as each raw Get does: the previous
+# sample's frees (files parked, 100 MiB mappings dropped on both ranks) otherwise overlap
+# the next copy (a 100 MiB delivery ran at 8-16 GB/s right after a pull, 16-17 alone)
+SETTLE = 0.05
 
 
 def mpiray_phase(sizes: list[int], reps: int) -> dict[int, list[float]]:
@@ -59,12 +67,14 @@ def mpiray_phase(sizes: list[int], reps: int) -> dict[int, list[float]]:
         for _ in range(reps):
             x = make.options(scheduling_strategy=on[1]).remote(n)
             ray.wait([x])
+            time.sleep(SETTLE)
             t0 = time.perf_counter()
             assert ray.get(x)[-1] == 1
             out["driver"][n].append(n / (time.perf_counter() - t0) / 1e9)
             del x
             x = make.options(scheduling_strategy=on[1]).remote(n)
             ray.wait([x])
+            time.sleep(SETTLE)
             t0 = time.perf_counter()
             assert ray.get(touch.options(scheduling_strategy=on[2]).remote(x)) == 1
             out["task"][n].append(n / (time.perf_counter() - t0) / 1e9)
@@ -104,6 +114,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1,100,1024", help="MiB, comma separated")
     ap.add_argument("--reps", type=int, default=3, help="samples per size in each launch")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="samples per size and launch dropped before those (every phase alike)")
     ap.add_argument("--rounds", type=int, default=3, help="launches of each phase, taking turns")
     ap.add_argument("--out", default=None)
     ap.add_argument("--phase", choices=["mpiray", "raw"], help=argparse.SUPPRESS)
@@ -126,14 +138,14 @@ def main() -> int:
     for _ in range(args.rounds):  # the phases take turns: a raw Get's speed drifts between launches
         for phase, into in (("mpiray", ours), ("raw", raw)):
             cmd = [mpiexec, "-n", "3", sys.executable, __file__, "--phase", phase, "--sizes", args.sizes,
-                   "--reps", str(args.reps)]
+                   "--reps", str(args.reps + args.warmup)]
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
             line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
             if out.returncode != 0 or not line:
                 sys.exit(f"{phase} phase failed:\n{out.stdout}\n{out.stderr}")
             for kind, by_size in json.loads(line[0][7:]).items():
                 for n, values in by_size.items():
-                    into.setdefault(kind, {}).setdefault(int(n), []).extend(values)
+                    into.setdefault(kind, {}).setdefault(int(n), []).extend(values[args.warmup:])
     report(sizes, ours, raw, args.out)
     return 0
 
