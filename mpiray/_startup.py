@@ -25,6 +25,15 @@ from ._store import arena
 STAGING_SLOTS = 8  # chunks in flight per rank (see _store/transfer.py)
 
 
+def _arena_bytes(config: Config) -> int:
+    """Rank 0's delivery arena (``_store/arena.py``): the setting, else half its store."""
+    if config.driver_arena_bytes is not None:
+        return config.driver_arena_bytes
+    from ._node.resources import detect, store_capacity
+
+    return store_capacity(config, detect()["memory"]) // 2
+
+
 def start_driver(config: Config, init_args: dict) -> Any:
     """Start (or join) the cluster; returns the driver runtime on rank 0, never returns elsewhere."""
     from ._control.driver import DriverRuntime
@@ -48,6 +57,8 @@ def start_driver(config: Config, init_args: dict) -> Any:
     hosts = transport.allgather(transport.host)
     nodes = transport.gather(None)[1:]
     transport.open_stage(config.staging_bytes, STAGING_SLOTS)
+    if arena.wanted(config, hosts):  # collective: right after the staging window, as on raylets
+        transport.open_arena(_arena_bytes(config))
     return DriverRuntime(transport, config, session, hosts, nodes, spawned, listener)
 
 
@@ -76,7 +87,7 @@ def run_raylet(transport: Any) -> None:
     transport.gather(node)
     transport.open_stage(config.staging_bytes, STAGING_SLOTS)
     if arena.wanted(config, hosts):
-        transport.open_arena(0)  # rank 0 opens it in DriverRuntime, once it knows its capacity
+        transport.open_arena(0)
     raylet.xfer.start()
     try:
         raylet.serve()

@@ -157,6 +157,11 @@ class Transport:
         self._wait(req, alive)
         self._arena_win.Flush(rank)
 
+    def sync_arena(self) -> None:
+        """Make what others Put into this rank's arena visible to its own loads."""
+        if self._arena_win is not None:
+            self._arena_win.Sync()
+
     def close_arena(self) -> None:
         """Collective: free the arena window (rank 0 first saves what values still view:
         ``Arena.close``)."""

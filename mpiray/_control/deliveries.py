@@ -7,7 +7,8 @@ A mixin of ``DriverRuntime`` (``driver.py``); the arena itself is
                   ──> _deliver(a): wait (polling) for DELIVERED, unpickle from the region
                       ... b, c: most of their bytes have moved meanwhile
 
-A ``_Delivery`` lives in ``Service.deliveries`` from DELIVER to the first waiter
+A ``_Delivery`` lives in ``Service.deliveries`` (by object id and owner: a retry
+after the object moved asks its new owner) from DELIVER to the first waiter
 that sees it done; one that nobody waits for any more (a get that timed out or
 failed) gives its region back when it ends (``Service._delivered``).
 """
@@ -30,10 +31,11 @@ class LookAgain(Exception):
 
 
 class _Delivery:
-    """An object being Put into rank 0's arena."""
-    __slots__ = ("offset", "nbytes", "waiters", "region")
+    """An object being Put into rank 0's arena by one owner."""
+    __slots__ = ("key", "offset", "nbytes", "waiters", "region")
 
-    def __init__(self, offset: int):
+    def __init__(self, key: tuple, offset: int):
+        self.key = key  # (object id, owner rank): its place in Service.deliveries
         self.offset = offset
         self.region: Any = None
         self.nbytes: int | None = None  # set by DELIVERED: the object's length, -1 lost, -2 no room
@@ -71,21 +73,22 @@ class Deliveries:
         entry = self.gcs.objects.get(oid)
         if entry is not None and 0 in entry.copies:
             return None
-        d = self.service.deliveries.get(oid)
+        key = (oid, info[1])
+        d = self.service.deliveries.get(key)
         if d is None:
             offset = self.arena.alloc(info[2])
             if offset is None:
                 return None
-            d = self.service.deliveries[oid] = _Delivery(offset)
+            d = self.service.deliveries[key] = _Delivery(key, offset)
             self.gcs.out.append((info[1], (m.DELIVER, oid, 0, offset, info[2])))
         d.waiters += 1
         return d
 
-    def _unwait(self, oid: str, d: Any) -> None:
+    def _unwait(self, d: Any) -> None:
         """(Holding ``cond``.) One waiter less; a finished delivery nobody waits for is freed."""
         d.waiters -= 1
-        if not d.waiters and d.nbytes is not None and self.service.deliveries.get(oid) is d:
-            del self.service.deliveries[oid]
+        if not d.waiters and d.nbytes is not None and self.service.deliveries.get(d.key) is d:
+            del self.service.deliveries[d.key]
             self.arena.release(d.offset)
 
     def _deliver(self, oid: str, info: tuple, end: float | None, d: Any = None) -> Any:
@@ -95,11 +98,11 @@ class Deliveries:
         if self.arena is None:
             return NO_ROOM
         region = self.delivered.get(oid)  # a value of it is alive: read the same bytes
-        if region is not None:
-            if d is not None:
-                with self.service.cond:
-                    self._unwait(oid, d)
-        else:
+        if d is not None and (region is not None or d.key[1] != info[1]):  # not needed, or
+            with self.service.cond:                                          # from an old owner
+                self._unwait(d)
+            d = None
+        if region is None:
             region = self._await_delivery(oid, info, end, d)
             if region is None:
                 return NO_ROOM
@@ -111,6 +114,11 @@ class Deliveries:
         None when it is not delivered (no room, or already in this rank's store)."""
         service = self.service
         with service.cond:
+            region = self.delivered.get(oid)  # another thread's delivery ended meanwhile
+            if region is not None:
+                if d is not None:
+                    self._unwait(d)
+                return region
             if d is None:
                 d = self._request_delivery(oid, info)
                 if d is None:
@@ -130,8 +138,8 @@ class Deliveries:
             finally:
                 self._stop_polling()
                 d.waiters -= 1  # a delivery nobody waits for any more is freed when it ends
-            if service.deliveries.get(oid) is d:  # the first waiter to see it done takes it
-                del service.deliveries[oid]
+            if service.deliveries.get(d.key) is d:  # the first waiter to see it done takes it
+                del service.deliveries[d.key]
                 if d.nbytes >= 0:
                     d.region = self.delivered[oid] = self.arena.region(d.offset, d.nbytes)
                 else:

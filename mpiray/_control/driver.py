@@ -63,14 +63,11 @@ class DriverRuntime(Deliveries):
         self.service.silence_limit = config.heartbeat_timeout
         self.arena: arena_mod.Arena | None = None
         self.delivered: Any = None  # oid -> exporter of its arena region, while a value views it
-        if arena_mod.wanted(config, hosts):  # collective with every raylet (_startup.py)
-            size = config.driver_arena_bytes
-            transport.open_arena(self.capacity // 2 if size is None else size)
-            if transport.arena is not None and len(transport.arena):
-                import weakref
+        if getattr(transport, "arena", None) is not None and len(transport.arena):  # _startup.py
+            import weakref
 
-                self.arena = self.service.arena = arena_mod.Arena(transport.arena, arena_mod.shm_room())
-                self.delivered = weakref.WeakValueDictionary()
+            self.arena = self.service.arena = arena_mod.Arena(transport.arena, arena_mod.shm_room())
+            self.delivered = weakref.WeakValueDictionary()
         if config.lease_workers:  # a direct line to one worker of this host (lease.py)
             leases = LeaseIO(session)
             if leases.enabled:
@@ -171,8 +168,8 @@ class DriverRuntime(Deliveries):
         finally:
             if ahead:  # asked for, not waited for (an earlier object failed the get)
                 with self.service.cond:
-                    for oid, d in ahead.items():
-                        self._unwait(oid, d)
+                    for d in ahead.values():
+                        self._unwait(d)
         return out
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
@@ -344,8 +341,8 @@ class DriverRuntime(Deliveries):
         if not missing:
             if self.arena is not None:  # values read from it stay valid (Arena.close)
                 self.arena.close(self.transport.close_arena)
-            elif arena_mod.wanted(self.config, self.hosts):
-                self.transport.close_arena()
+            else:
+                self.transport.close_arena()  # collective when opened, else nothing
             self.transport.close_stage()  # collective: every raylet frees its windows too
         self.transport.close()
         if missing:

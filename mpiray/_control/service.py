@@ -265,14 +265,16 @@ class Service:
             self.gcs.copied(oid, 0)
             self.cond.notify_all()
 
-    def _delivered(self, oid: str, nbytes: int) -> None:
+    def _delivered(self, oid: str, src: int, nbytes: int) -> None:
+        if nbytes >= 0:
+            self.transport.sync_arena()  # the Put's bytes are visible to this process's loads
         with self.cond:
-            d = self.deliveries.get(oid)
+            d = self.deliveries.get((oid, src))
             if d is None:
                 return
             d.nbytes = nbytes
             if not d.waiters:  # its get() gave up meanwhile: the region is free again
-                del self.deliveries[oid]
+                del self.deliveries[(oid, src)]
                 self.arena.release(d.offset)
             self.cond.notify_all()
 

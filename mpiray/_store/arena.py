@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import mmap
+import os
 import threading
 import weakref
+from collections import deque
 from typing import Any, Callable
 
-ALIGN = 4096  # page-aligned regions: a Put fills whole pages
+ALIGN = mmap.PAGESIZE  # regions start and end on page boundaries (of the address space)
+WARM_KEEP = 256 << 20  # when the arena empties, pages written beyond this go back to the system
 
 
 def shm_room(path: str = "/dev/shm", keep: int = 64 << 20) -> Callable[[int], bool]:
@@ -53,36 +57,52 @@ def wanted(config: Any, hosts: list[str]) -> bool:
 
 
 class Arena:
-    """First-fit allocator of byte ranges in ``memory`` (any writable buffer)."""
+    """First-fit allocator of page-aligned byte ranges in ``memory`` (a writable buffer).
+
+    Regions whose last view died are given back lazily: the finalizer only queues
+    the offset (it may run inside the cycle collector, on a thread that already
+    holds the lock), and every entry point drains the queue under the lock.
+    """
 
     def __init__(self, memory: Any, can_grow: Callable[[int], bool] | None = None):
         self.memory = memoryview(memory).cast("B") if memory is not None else memoryview(b"")
         self.size = self.memory.nbytes
+        self.base = ctypes.addressof(ctypes.c_char.from_buffer(self.memory)) if self.size else 0
+        lead = min(-self.base % ALIGN, self.size)  # the first page boundary inside the memory
+        usable = (self.size - lead) // ALIGN * ALIGN
+        self._free: list[tuple[int, int]] = [(lead, usable)] if usable else []  # (offset, length)
+        self._taken: dict[int, int] = {}  # offset -> length of every region handed out
+        self._owned: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # offset -> exporter
+        self._moved: dict[int, tuple[int, int]] = {}  # offset -> (address, length) kept after close
+        self._dead: deque[int] = deque()  # offsets whose exporter died, not yet given back
+        self._lock = threading.Lock()
         # the arena's pages come into being when first written (tmpfs, under MPI): before
         # handing out bytes past the furthest ever handed out, ask ``can_grow(extra)``
         # whether the system has room for them (a Put into a full tmpfs is a SIGBUS)
         self.can_grow = can_grow
-        self.touched = 0
-        self._free: list[tuple[int, int]] = [(0, self.size)] if self.size else []  # (offset, length), sorted
-        self._taken: dict[int, int] = {}  # offset -> length of every region handed out
-        self._owned: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # offset -> exporter
-        self._moved: dict[int, tuple[int, int]] = {}  # offset -> (address, length) kept after close
-        self._lock = threading.Lock()
+        self.start = lead
+        self.touched = lead
+        self.closed = False
 
     @property
     def used(self) -> int:
         with self._lock:
+            self._drain_locked()
             return sum(self._taken.values())
 
     def live(self) -> int:
         """How many regions are handed out (being delivered, or viewed by a value)."""
         with self._lock:
+            self._drain_locked()
             return len(self._taken)
 
     def alloc(self, nbytes: int) -> int | None:
         """The offset of a free region of at least ``nbytes``; None when none is free."""
         need = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
         with self._lock:
+            self._drain_locked()
+            if self.closed:
+                return None
             for i, (off, length) in enumerate(self._free):
                 if length >= need:
                     grow = off + need - self.touched
@@ -101,26 +121,51 @@ class Arena:
     def release(self, offset: int) -> None:
         """Give back the region at ``offset``, merging it with free neighbours."""
         with self._lock:
-            length = self._taken.pop(offset)
-            moved = self._moved.pop(offset, None)
-            if moved is not None:  # after close: its private copy goes back to the system
-                _libc().munmap(ctypes.c_void_p(moved[0]), ctypes.c_size_t(moved[1]))
-                return
-            i = bisect.bisect(self._free, (offset, 0))
-            if i < len(self._free) and offset + length == self._free[i][0]:
-                length += self._free.pop(i)[1]
-            if i > 0 and self._free[i - 1][0] + self._free[i - 1][1] == offset:
-                i -= 1
-                offset, prev = self._free.pop(i)
-                length += prev
-            self._free.insert(i, (offset, length))
+            self._drain_locked()
+            self._release_locked(offset)
+
+    def _drain_locked(self) -> None:
+        while self._dead:
+            self._release_locked(self._dead.popleft())
+
+    def _release_locked(self, offset: int) -> None:
+        length = self._taken.pop(offset, None)
+        if length is None:
+            return  # dropped at close (it was being delivered, viewed by nobody)
+        moved = self._moved.pop(offset, None)
+        if moved is not None:  # after close: its private copy goes back to the system
+            _libc().munmap(ctypes.c_void_p(moved[0]), ctypes.c_size_t(moved[1]))
+            return
+        if self.closed:
+            return
+        i = bisect.bisect(self._free, (offset, 0))
+        if i < len(self._free) and offset + length == self._free[i][0]:
+            length += self._free.pop(i)[1]
+        if i > 0 and self._free[i - 1][0] + self._free[i - 1][1] == offset:
+            i -= 1
+            offset, prev = self._free.pop(i)
+            length += prev
+        self._free.insert(i, (offset, length))
+        if not self._taken and self.touched - self.start > WARM_KEEP:
+            self._trim_locked()
+
+    def _trim_locked(self) -> None:
+        """The arena is empty: give the pages written beyond ``WARM_KEEP`` back (a big
+        read once must not hold its memory for the rest of the job)."""
+        keep = self.start + WARM_KEEP
+        addr, n = self.base + keep, self.touched - keep
+        libc = _libc()
+        if libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(n), _MADV_REMOVE) != 0:  # shared memory
+            libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(n), _MADV_DONTNEED)  # private memory
+        self.touched = keep
 
     def region(self, offset: int, nbytes: int) -> Any:
         """The exporter of ``nbytes`` at ``offset``: ``memoryview(r).cast("B")`` reads it.
         When it and every view made from it (numpy arrays of a value) are gone, the
         region is free again."""
         owner = (ctypes.c_char * max(nbytes, 1)).from_buffer(self.memory, offset)
-        weakref.finalize(owner, self.release, offset)
+        fin = weakref.finalize(owner, self._dead.append, offset)
+        fin.atexit = False  # at interpreter exit nothing is given back: views may still be read
         self._owned[offset] = owner
         return owner
 
@@ -131,29 +176,42 @@ class Arena:
     def close(self, free_memory: Callable[[], None]) -> int:
         """Let the memory go (``free_memory()``, e.g. freeing the MPI window) while values
         still viewing regions keep them: their bytes are copied to private pages mapped at
-        the same addresses.  Returns how many regions were kept that way."""
+        the same addresses.  Returns how many regions were kept that way.  Never raises
+        after ``free_memory()`` ran: a region that cannot be kept is reported on stderr."""
         with self._lock:
+            self._drain_locked()
+            self.closed = True
             kept = [(off, self._taken[off]) for off in list(self._owned.keys()) if off in self._taken]
-            self._taken = {off: n for off, n in kept}
+            for off in [o for o in self._taken if o not in dict(kept)]:
+                del self._taken[off]  # being delivered, viewed by nobody: nothing to keep
             self._free = []
-        base = ctypes.addressof(ctypes.c_char.from_buffer(self.memory)) if self.size else 0
-        saved = [(off, base + off, bytes(self.memory[off:off + n])) for off, n in kept]
+            saved = [(off, self.base + off, bytes(self.memory[off:off + n])) for off, n in kept]
         free_memory()
         libc = _libc()
+        lost = 0
         for off, addr, data in saved:
             got = libc.mmap(ctypes.c_void_p(addr), ctypes.c_size_t(len(data)), _PROT_RW, _MAP_KEEP, -1, 0)
             if got != addr:
-                raise RuntimeError(
-                    f"mpiray could not keep a value read from another host at its address after "
-                    f"shutdown (mmap gave {got:#x}, wanted {addr:#x}); that value must not be used")
+                if got != _MAP_FAILED:
+                    libc.munmap(ctypes.c_void_p(got), ctypes.c_size_t(len(data)))
+                lost += 1
+                continue
             ctypes.memmove(addr, data, len(data))
             with self._lock:
                 self._moved[off] = (addr, len(data))
-        return len(saved)
+        if lost:
+            os.write(2, (f"mpiray: {lost} value(s) the driver read from another host could not be "
+                         "kept after shutdown (their memory was taken); do not use them.\n").encode())
+        with self._lock:
+            self._drain_locked()  # values that died meanwhile: their copies go at once
+        return len(saved) - lost
 
 
 _PROT_RW = 0x1 | 0x2  # PROT_READ | PROT_WRITE
 _MAP_KEEP = 0x02 | 0x20 | 0x100000  # MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE
+_MAP_FAILED = ctypes.c_size_t(-1).value
+_MADV_DONTNEED = 4
+_MADV_REMOVE = 9
 
 
 def _libc() -> Any:
@@ -162,4 +220,5 @@ def _libc() -> Any:
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                           ctypes.c_long]
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     return libc

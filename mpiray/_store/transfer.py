@@ -80,7 +80,7 @@ class Transfers:
 
     def __init__(self, transport: Any, store: Any, on_pulled: Callable[[str, int], None],
                  on_lost: Callable[[str, int], None], alive: Callable[[], None] | None = None,
-                 on_delivered: Callable[[str, int], None] | None = None):
+                 on_delivered: Callable[[str, int, int], None] | None = None):
         self.t = transport
         self.alive = alive              # called while waiting on a Get; raises to give up
         self.store = store
@@ -91,7 +91,7 @@ class Transfers:
         self.pushes: deque[PushJob] = deque()
         self.pulls: dict[str, PullJob] = {}
         self.puts: deque[PutJob] = deque()
-        self.on_delivered_cb = on_delivered  # (oid, nbytes) on rank 0: the Put is complete
+        self.on_delivered_cb = on_delivered  # (oid, owner, nbytes) on rank 0: the Put is complete
         self.bytes_pulled = 0
 
     def start(self) -> None:
@@ -203,7 +203,7 @@ class Transfers:
 
     def on_delivered(self, src: int, oid: str, nbytes: int) -> None:
         if self.on_delivered_cb is not None:
-            self.on_delivered_cb(oid, nbytes)
+            self.on_delivered_cb(oid, src, nbytes)
 
     def busy(self) -> bool:
         return bool(self.pushes or self.pulls or self.puts)

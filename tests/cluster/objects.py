@@ -46,57 +46,67 @@ def scenario_pull_sizes_exact():
         del x
 
 
-def _arena_state(ref):
+def _arena_state(ref, base=0):
+    """(regions handed out beyond ``base``, whether rank 0's store holds a copy)"""
     rt = ray._api._rt()
     with rt.service.cond:
-        return rt.arena.live(), 0 in rt.gcs.objects[ref.id].copies
+        return rt.arena.live() - base, 0 in rt.gcs.objects[ref.id].copies
 
 
 def scenario_driver_reads_are_put_into_its_arena():
     rt = ray._api._rt()
     assert rt.arena is not None, "no delivery arena on rank 0 although every rank is its own host"
+    base = rt.arena.live()
     for i, n in enumerate([100 * 1024 + 1, MiB, 8 * MiB + 3, 64 * MiB]):
         x = make.options(scheduling_strategy=node(1 + i % 3)).remote(n, 300 + i)
         v = ray.get(x, timeout=T)
         assert hashlib.sha256(v).hexdigest() == expected(n, 300 + i), n
         assert not v.flags.writeable
-        assert _arena_state(x) == (1, False)  # in the arena, not pulled into rank 0's store
+        assert _arena_state(x, base) == (1, False)  # in the arena, not pulled into rank 0's store
         again = ray.get(x, timeout=T)  # a value of it is alive: the same bytes, no new delivery
-        assert again.ctypes.data == v.ctypes.data and _arena_state(x) == (1, False)
+        assert again.ctypes.data == v.ctypes.data and _arena_state(x, base) == (1, False)
         del v, again
-        assert _arena_state(x) == (0, False), "the region outlived every view of it"
+        assert _arena_state(x, base) == (0, False), "the region outlived every view of it"
         del x
     # several at once, and their regions freed when the values go
     xs = [make.options(scheduling_strategy=node(1 + i % 3)).remote(4 * MiB + i, 320 + i) for i in range(9)]
     vs = ray.get(xs, timeout=T)
     assert [hashlib.sha256(v).hexdigest() for v in vs] == [expected(4 * MiB + i, 320 + i) for i in range(9)]
-    assert rt.arena.live() == 9
+    assert rt.arena.live() - base == 9
     del vs
-    assert rt.arena.live() == 0
+    assert rt.arena.live() - base == 0
 
 
 def scenario_driver_read_too_big_for_the_arena_is_pulled():
     rt = ray._api._rt()
+    base = rt.arena.live()
     held = ray.get(make.options(scheduling_strategy=node(1)).remote(rt.arena.size // 2 + MiB, 330), timeout=T)
     n = rt.arena.size // 2  # fits the arena alone, not beside the value held
     x = make.options(scheduling_strategy=node(2)).remote(n, 331)
     assert hashlib.sha256(ray.get(x, timeout=T)).hexdigest() == expected(n, 331)
-    assert _arena_state(x) == (1, True)  # pulled into rank 0's store instead
+    assert _arena_state(x, base) == (1, True)  # pulled into rank 0's store instead
     del held
     y = make.options(scheduling_strategy=node(3)).remote(rt.arena.size + 1, 332)
     assert hashlib.sha256(ray.get(y, timeout=T)).hexdigest() == expected(rt.arena.size + 1, 332)
-    assert _arena_state(y) == (0, True)
+    assert _arena_state(y, base) == (0, True)
 
 
 def scenario_driver_read_of_a_lost_object_rebuilds_it():
     rt = ray._api._rt()
+    base = rt.arena.live()
     x = make.options(scheduling_strategy=node(2)).remote(2 * MiB, 340)
     ray.wait([x], timeout=T)
     with rt.service.cond:
         info = rt.gcs.objects[x.id].info
+        rebuilt = rt.gcs.stats["rebuilt"]
     os.unlink(rt.store.path(x.id, info[1]))  # its only copy is gone: the owner cannot Put it
-    assert hashlib.sha256(ray.get(x, timeout=T)).hexdigest() == expected(2 * MiB, 340)  # made again
-    assert rt.arena.live() == 0
+    v = ray.get(x, timeout=T)
+    assert hashlib.sha256(v).hexdigest() == expected(2 * MiB, 340)  # made again ...
+    with rt.service.cond:
+        assert rt.gcs.stats["rebuilt"] == rebuilt + 1  # ... once, by lineage
+    assert _arena_state(x, base) == (1, False)  # and delivered, not pulled
+    del v
+    assert rt.arena.live() == base
 
 
 def scenario_many_concurrent_pulls_one_copy_per_node():

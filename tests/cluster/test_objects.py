@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from conftest import mpiexec, scenario_suite
+from conftest import mpiexec, run_mpi, scenario_suite
 
 SCRIPT = str(Path(__file__).with_name("objects.py"))
 ARGS = json.dumps({"num_cpus": 2, "object_store_memory": 320 << 20})
@@ -19,8 +19,6 @@ suite_run, test_scenario, test_run_ends_cleanly = scenario_suite(SCRIPT, MODES, 
 
 
 def test_remote_values_stay_valid_after_shutdown():
-    from conftest import run_mpi
-
     r = run_mpi(str(Path(__file__).parent / "apps" / "remote_values_after_shutdown.py"), 2,
                 env={"MPIRAY_SHARE_HOST_MEMORY": "0"}, timeout=120)
     assert r.returncode == 0, r

@@ -2,6 +2,7 @@
 
 import ctypes
 import gc
+import mmap
 import pickle
 import types
 
@@ -9,6 +10,10 @@ import numpy as np
 import pytest
 
 from mpiray._store.arena import ALIGN, Arena, _libc, wanted
+
+
+def _pages(n):
+    return mmap.mmap(-1, n * ALIGN)  # page-aligned, like an MPI window's shared segment
 
 
 def _value_in(arena, value):
@@ -23,7 +28,7 @@ def _value_in(arena, value):
 
 
 def test_first_fit_alignment_and_full():
-    a = Arena(bytearray(16 * ALIGN))
+    a = Arena(_pages(16))
     offs = [a.alloc(1), a.alloc(ALIGN + 1), a.alloc(ALIGN)]
     assert offs == [0, ALIGN, 3 * ALIGN]
     assert a.used == 4 * ALIGN and a.live() == 3
@@ -32,7 +37,7 @@ def test_first_fit_alignment_and_full():
 
 
 def test_release_merges_neighbours():
-    a = Arena(bytearray(8 * ALIGN))
+    a = Arena(_pages(8))
     offs = [a.alloc(2 * ALIGN) for _ in range(4)]
     assert a.alloc(1) is None
     a.release(offs[1])
@@ -91,10 +96,49 @@ def test_who_opens_an_arena():
     assert not wanted(types.SimpleNamespace(driver_arena_bytes=0, share_host_memory=False), ["a", "b"])
 
 
-@pytest.mark.parametrize("size", [0])
-def test_empty_arena_has_no_room(size):
+def test_regions_are_page_aligned_in_unaligned_memory():
+    mem = bytearray(8 * ALIGN + 100)  # malloc'd: its start is not on a page boundary
+    a = Arena(mem)
+    offs = [a.alloc(10) for _ in range(8)]
+    assert None not in offs[:7]  # the part before the first boundary is not used
+    assert all((a.base + off) % ALIGN == 0 for off in offs if off is not None)
+
+
+@pytest.mark.parametrize("size", [0, 100])
+def test_arena_without_a_whole_page_has_no_room(size):
     a = Arena(bytearray(size))
     assert a.alloc(1) is None and a.live() == 0
+
+
+def test_a_finalizer_inside_the_lock_does_not_deadlock():
+    a = Arena(_pages(8))
+    a.can_grow = lambda extra: gc.collect() >= 0  # the cycle collector runs inside alloc
+
+    class Cycle:
+        pass
+
+    c = Cycle()
+    c.me, c.region = c, a.region(a.alloc(10), 10)  # the exporter dies only in a collection
+    del c
+    assert a.alloc(ALIGN) is not None  # its finalizer ran under the lock: queued, not deadlocked
+    assert a.live() == 1
+
+
+def test_big_transient_use_goes_back_when_the_arena_empties():
+    from mpiray._store import arena as arena_mod
+
+    a = Arena(_pages(16))
+    old = arena_mod.WARM_KEEP
+    arena_mod.WARM_KEEP = 4 * ALIGN
+    try:
+        off = a.alloc(10 * ALIGN)
+        a.writable(off, 10 * ALIGN)[:] = b"x" * (10 * ALIGN)
+        assert a.touched == 10 * ALIGN
+        a.release(off)
+        assert a.touched == 4 * ALIGN  # pages beyond the warm part returned
+        assert a.writable(9 * ALIGN, 1) == b"\0"  # and read back as new, zeroed pages
+    finally:
+        arena_mod.WARM_KEEP = old
 
 
 def test_new_pages_only_when_the_system_has_room():
@@ -105,7 +149,7 @@ def test_new_pages_only_when_the_system_has_room():
         asked.append(extra)
         return extra <= room["left"]
 
-    a = Arena(bytearray(16 * ALIGN), can_grow)
+    a = Arena(_pages(16), can_grow)
     first = a.alloc(2 * ALIGN)
     assert first == 0 and asked == [2 * ALIGN]
     room["left"] = ALIGN
@@ -113,3 +157,47 @@ def test_new_pages_only_when_the_system_has_room():
     a.release(first)
     assert a.alloc(ALIGN) == 0 and asked == [2 * ALIGN, 2 * ALIGN]  # old pages: no question
     assert a.touched == 2 * ALIGN
+
+
+class _FakeTransport:
+    rank = 3
+
+    def __init__(self):
+        self.sent, self.puts = [], []
+
+    def send(self, dest, msg):
+        self.sent.append((dest, msg))
+
+    def flush(self):
+        pass
+
+    def put_to(self, rank, offset, src, alive=None):
+        self.puts.append((rank, offset, bytes(src)))
+
+
+class _FakeStore:
+    def __init__(self, objects):
+        self.objects = objects
+
+    def pin_raw(self, oid):
+        if oid not in self.objects:
+            raise FileNotFoundError(oid)
+        return memoryview(self.objects[oid])
+
+
+def test_owner_side_of_a_delivery(monkeypatch):
+    from mpiray._protocol import messages as m
+    from mpiray._store import transfer
+
+    monkeypatch.setattr(transfer, "PUT_CHUNK", 4)
+    big = bytes(range(10))
+    t = _FakeTransport()
+    x = transfer.Transfers(t, _FakeStore({"a": big, "b": b"xyz"}), None, None)
+    x.on_deliver(0, "gone", 0, 8192, 100)
+    x.on_deliver(0, "b", 0, 4096, 2)  # more than the room rank 0 set aside
+    assert t.sent == [(0, (m.DELIVERED, "gone", -1)), (0, (m.DELIVERED, "b", -2))] and not t.puts
+    x.on_deliver(0, "a", 0, 4096, 4096)
+    while x.busy():
+        x.pump_puts()
+    assert t.puts == [(0, 4096, big[0:4]), (0, 4100, big[4:8]), (0, 4104, big[8:10])]
+    assert t.sent[-1] == (0, (m.DELIVERED, "a", 10))  # only once every chunk is in place
