@@ -225,6 +225,8 @@ class Service:
         if self.stop:
             return
         MAPS.prune()  # this process's cached mappings of files freed elsewhere go
+        if self.arena is not None:
+            self.arena.trim_idle(now)
         beat = now - self._last_beat >= 1.0
         if beat:
             self._last_beat = now

@@ -27,12 +27,14 @@ import ctypes
 import mmap
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from typing import Any, Callable
 
 ALIGN = mmap.PAGESIZE  # regions start and end on page boundaries (of the address space)
-WARM_KEEP = 256 << 20  # when the arena empties, pages written beyond this go back to the system
+WARM_KEEP = 256 << 20  # an arena left empty ``IDLE_TRIM`` s gives back pages written beyond this
+IDLE_TRIM = 10.0
 
 
 def shm_room(path: str = "/dev/shm", keep: int = 64 << 20) -> Callable[[int], bool]:
@@ -83,6 +85,7 @@ class Arena:
         self.start = lead
         self.touched = lead
         self.closed = False
+        self._empty_since: float | None = None
 
     @property
     def used(self) -> int:
@@ -146,12 +149,22 @@ class Arena:
             offset, prev = self._free.pop(i)
             length += prev
         self._free.insert(i, (offset, length))
-        if not self._taken and self.touched - self.start > WARM_KEEP:
+        if not self._taken:
+            self._empty_since = time.monotonic()
+
+    def trim_idle(self, now: float) -> bool:
+        """Give back the pages written beyond ``WARM_KEEP`` once the arena has been empty
+        for ``IDLE_TRIM`` s (big reads once must not hold their memory for the rest of the
+        job; back-to-back ones keep it warm).  Called now and then; True if it trimmed."""
+        with self._lock:
+            self._drain_locked()
+            if (self._taken or self.closed or self._empty_since is None
+                    or now - self._empty_since < IDLE_TRIM or self.touched - self.start <= WARM_KEEP):
+                return False
             self._trim_locked()
+            return True
 
     def _trim_locked(self) -> None:
-        """The arena is empty: give the pages written beyond ``WARM_KEEP`` back (a big
-        read once must not hold its memory for the rest of the job)."""
         keep = self.start + WARM_KEEP
         addr, n = self.base + keep, self.touched - keep
         libc = _libc()

@@ -124,21 +124,23 @@ def test_a_finalizer_inside_the_lock_does_not_deadlock():
     assert a.live() == 1
 
 
-def test_big_transient_use_goes_back_when_the_arena_empties():
+def test_big_transient_use_goes_back_once_the_arena_stays_empty(monkeypatch):
     from mpiray._store import arena as arena_mod
 
+    monkeypatch.setattr(arena_mod, "WARM_KEEP", 4 * ALIGN)
     a = Arena(_pages(16))
-    old = arena_mod.WARM_KEEP
-    arena_mod.WARM_KEEP = 4 * ALIGN
-    try:
-        off = a.alloc(10 * ALIGN)
-        a.writable(off, 10 * ALIGN)[:] = b"x" * (10 * ALIGN)
-        assert a.touched == 10 * ALIGN
-        a.release(off)
-        assert a.touched == 4 * ALIGN  # pages beyond the warm part returned
-        assert a.writable(9 * ALIGN, 1) == b"\0"  # and read back as new, zeroed pages
-    finally:
-        arena_mod.WARM_KEEP = old
+    off = a.alloc(10 * ALIGN)
+    a.writable(off, 10 * ALIGN)[:] = b"x" * (10 * ALIGN)
+    a.release(off)
+    now = arena_mod.time.monotonic()
+    assert not a.trim_idle(now) and a.touched == 10 * ALIGN  # empty just now: kept warm
+    again = a.alloc(ALIGN)
+    assert not a.trim_idle(now + arena_mod.IDLE_TRIM + 1)  # in use: kept
+    a.release(again)
+    assert a.trim_idle(arena_mod.time.monotonic() + arena_mod.IDLE_TRIM + 1)
+    assert a.touched == 4 * ALIGN  # pages beyond the warm part returned ...
+    assert a.writable(9 * ALIGN, 1) == b"\0"  # ... and read back as new, zeroed pages
+    assert a.writable(3 * ALIGN, 1) == b"x"  # the warm part kept its pages
 
 
 def test_new_pages_only_when_the_system_has_room():
