@@ -71,6 +71,14 @@ if [ "${1:-}" = "--purge" ]; then
     grep -qF "$MARK" "$f" 2>/dev/null && rm -f "$f"
   done
   rm -rf "$DIR"
-  echo "ci-cluster-stop: purged $DIR and the generated config"
+  # job ids start again from 1 after a purge, and MPICH names its shared-memory
+  # segments after the job: a segment a killed job left would make the next job of
+  # that id fail in MPI_Init ("MPIDI_POSIX_comm_bootstrap: Out of memory", or a
+  # garbled UCX address). Remove those no live process maps.
+  for f in /dev/shm/mpich_shm_*; do
+    [ -e "$f" ] || continue
+    if ! grep -qsF "$f" /proc/[0-9]*/maps; then rm -f "$f"; fi
+  done
+  echo "ci-cluster-stop: purged $DIR, the generated config and dead jobs' MPICH segments"
 fi
 exit 0

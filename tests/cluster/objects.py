@@ -77,6 +77,37 @@ def scenario_driver_reads_are_put_into_its_arena():
     assert rt.arena.live() - base == 0
 
 
+def scenario_driver_reads_from_several_threads():
+    import threading
+
+    rt = ray._api._rt()
+    base = rt.arena.live()
+    shared = make.options(scheduling_strategy=node(1)).remote(6 * MiB, 350)
+    own = [make.options(scheduling_strategy=node(2 + i % 2)).remote(3 * MiB + i, 351 + i) for i in range(4)]
+    ray.wait([shared, *own], num_returns=5, timeout=T)
+    out, errors = {}, []
+
+    def reader(i):
+        try:
+            for _ in range(5):
+                a, b = ray.get([shared, own[i]], timeout=T)
+                out[i] = (hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest())
+                del a, b
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(T)
+    assert not errors and not any(t.is_alive() for t in threads), errors
+    assert all(out[i] == (expected(6 * MiB, 350), expected(3 * MiB + i, 351 + i)) for i in range(4)), out
+    assert rt.arena.live() == base
+    with rt.service.cond:
+        assert not rt.service.deliveries  # none left behind
+
+
 def scenario_driver_read_too_big_for_the_arena_is_pulled():
     rt = ray._api._rt()
     base = rt.arena.live()
