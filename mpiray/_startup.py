@@ -20,7 +20,6 @@ from typing import Any
 
 from ._comm import mpi
 from ._config import Config
-from ._store import arena
 
 STAGING_SLOTS = 8  # chunks in flight per rank (see _store/transfer.py)
 
@@ -57,6 +56,8 @@ def start_driver(config: Config, init_args: dict) -> Any:
     hosts = transport.allgather(transport.host)
     nodes = transport.gather(None)[1:]
     transport.open_stage(config.staging_bytes, STAGING_SLOTS)
+    from ._store import arena  # only now: see run_raylet
+
     if arena.wanted(config, hosts):  # collective: right after the staging window, as on raylets
         transport.open_arena(_arena_bytes(config))
     return DriverRuntime(transport, config, session, hosts, nodes, spawned, listener)
@@ -86,6 +87,13 @@ def run_raylet(transport: Any) -> None:
     raylet = Raylet(transport, config, session, hosts, node, hello["driver_pid"])  # workers start now
     transport.gather(node)
     transport.open_stage(config.staging_bytes, STAGING_SLOTS)
+    # imported after MPI started.  While this module imported it at the top, every Slurm
+    # job of the multi-node template failed in MPI_Init on the test machine (Slurm 22.05's
+    # pmi2 server garbled MPICH's start-up exchange, docs/slurm.md); imported here, none
+    # did.  Why the import order matters is not understood (ctypes or mmap alone at the
+    # top did not break it): keep what runs before MPI_Init as small as it was.
+    from ._store import arena
+
     if arena.wanted(config, hosts):
         transport.open_arena(0)
     raylet.xfer.start()

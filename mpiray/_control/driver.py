@@ -17,7 +17,6 @@ from .. import exceptions as exc_mod
 from .._objref import ObjectRef, RefTracker
 from .._options import TaskOptions, from_units
 from .._protocol import messages as m
-from .._store import arena as arena_mod
 from .._store.shm import Store, check_shared_memory, register_spill_root, sweep_stale
 from .._values import IdGen, decode, encode, make_spec
 from .._watchdog import quiet_watchdog, start_watchdog, stop_watchdog
@@ -61,10 +60,12 @@ class DriverRuntime(Deliveries):
             if info["host"] == hosts[0]:
                 self.service.same_host.add(info["rank"])
         self.service.silence_limit = config.heartbeat_timeout
-        self.arena: arena_mod.Arena | None = None
+        self.arena: Any = None  # _store/arena.Arena when rank 0 opened a delivery arena
         self.delivered: Any = None  # oid -> exporter of its arena region, while a value views it
         if getattr(transport, "arena", None) is not None and len(transport.arena):  # _startup.py
             import weakref
+
+            from .._store import arena as arena_mod  # not before MPI starts (see _startup.py)
 
             self.arena = self.service.arena = arena_mod.Arena(transport.arena, arena_mod.shm_room())
             self.delivered = weakref.WeakValueDictionary()
