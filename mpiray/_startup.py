@@ -22,15 +22,18 @@ from ._comm import mpi
 from ._config import Config
 
 STAGING_SLOTS = 8  # chunks in flight per rank (see _store/transfer.py)
+ARENA_MAX = 2 << 30  # default ceiling of rank 0's delivery arena
 
 
 def _arena_bytes(config: Config) -> int:
-    """Rank 0's delivery arena (``_store/arena.py``): the setting, else half its store."""
+    """Rank 0's delivery arena (``_store/arena.py``): the setting, else half its store, at
+    most ``ARENA_MAX`` (over an RDMA fabric the MPI may register, and so pin, the whole
+    window when it is made)."""
     if config.driver_arena_bytes is not None:
         return config.driver_arena_bytes
     from ._node.resources import detect, store_capacity
 
-    return store_capacity(config, detect()["memory"]) // 2
+    return min(ARENA_MAX, store_capacity(config, detect()["memory"]) // 2)
 
 
 def start_driver(config: Config, init_args: dict) -> Any:

@@ -32,10 +32,11 @@ class LookAgain(Exception):
 
 class _Delivery:
     """An object being Put into rank 0's arena by one owner."""
-    __slots__ = ("key", "offset", "nbytes", "waiters", "region")
+    __slots__ = ("key", "info", "offset", "nbytes", "waiters", "region")
 
-    def __init__(self, key: tuple, offset: int):
+    def __init__(self, key: tuple, info: tuple, offset: int):
         self.key = key  # (object id, owner rank): its place in Service.deliveries
+        self.info = info  # the ObjInfo it was asked for (a rebuilt object's differs)
         self.offset = offset
         self.region: Any = None
         self.nbytes: int | None = None  # set by DELIVERED: the object's length, -1 lost, -2 no room
@@ -75,11 +76,13 @@ class Deliveries:
             return None
         key = (oid, info[1])
         d = self.service.deliveries.get(key)
+        if d is not None and d.info != info:
+            return None  # an abandoned one for an older copy still runs: pull this one
         if d is None:
             offset = self.arena.alloc(info[2])
             if offset is None:
                 return None
-            d = self.service.deliveries[key] = _Delivery(key, offset)
+            d = self.service.deliveries[key] = _Delivery(key, info, offset)
             self.gcs.out.append((info[1], (m.DELIVER, oid, 0, offset, info[2])))
         d.waiters += 1
         return d
@@ -135,9 +138,12 @@ class Deliveries:
                     if entry.info != info:
                         raise LookAgain  # lost at its owner: rebuilt or moved meanwhile
                     self._cond_wait(end, oid, started)
+            except BaseException:
+                self._unwait(d)  # freed now if it ended, else when it ends
+                raise
             finally:
                 self._stop_polling()
-                d.waiters -= 1  # a delivery nobody waits for any more is freed when it ends
+            d.waiters -= 1
             if service.deliveries.get(d.key) is d:  # the first waiter to see it done takes it
                 del service.deliveries[d.key]
                 if d.nbytes >= 0:

@@ -60,7 +60,7 @@ class Service:
         self._last_beat = 0.0
         self.xfer = Transfers(transport, store, self._pulled, self._pull_lost, on_delivered=self._delivered)
         self.arena: Any = None  # rank 0's delivery arena, when it has one (driver.py)
-        self.deliveries: dict[str, Any] = {}  # oid -> driver._Delivery in progress
+        self.deliveries: dict[tuple, Any] = {}  # (oid, owner rank) -> deliveries._Delivery
         if getattr(transport, "stage", None) is not None:
             self.xfer.start()
         self.peers: dict[int, tuple] = {}  # rank -> (host, pid) of raylets, for liveness checks
@@ -225,8 +225,6 @@ class Service:
         if self.stop:
             return
         MAPS.prune()  # this process's cached mappings of files freed elsewhere go
-        if self.arena is not None:
-            self.arena.trim_idle(now)
         beat = now - self._last_beat >= 1.0
         if beat:
             self._last_beat = now

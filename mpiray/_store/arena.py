@@ -27,14 +27,11 @@ import ctypes
 import mmap
 import os
 import threading
-import time
 import weakref
 from collections import deque
 from typing import Any, Callable
 
 ALIGN = mmap.PAGESIZE  # regions start and end on page boundaries (of the address space)
-WARM_KEEP = 256 << 20  # an arena left empty ``IDLE_TRIM`` s gives back pages written beyond this
-IDLE_TRIM = 10.0
 
 
 def shm_room(path: str = "/dev/shm", keep: int = 64 << 20) -> Callable[[int], bool]:
@@ -85,7 +82,6 @@ class Arena:
         self.start = lead
         self.touched = lead
         self.closed = False
-        self._empty_since: float | None = None
 
     @property
     def used(self) -> int:
@@ -149,28 +145,6 @@ class Arena:
             offset, prev = self._free.pop(i)
             length += prev
         self._free.insert(i, (offset, length))
-        if not self._taken:
-            self._empty_since = time.monotonic()
-
-    def trim_idle(self, now: float) -> bool:
-        """Give back the pages written beyond ``WARM_KEEP`` once the arena has been empty
-        for ``IDLE_TRIM`` s (big reads once must not hold their memory for the rest of the
-        job; back-to-back ones keep it warm).  Called now and then; True if it trimmed."""
-        with self._lock:
-            self._drain_locked()
-            if (self._taken or self.closed or self._empty_since is None
-                    or now - self._empty_since < IDLE_TRIM or self.touched - self.start <= WARM_KEEP):
-                return False
-            self._trim_locked()
-            return True
-
-    def _trim_locked(self) -> None:
-        keep = self.start + WARM_KEEP
-        addr, n = self.base + keep, self.touched - keep
-        libc = _libc()
-        if libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(n), _MADV_REMOVE) != 0:  # shared memory
-            libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(n), _MADV_DONTNEED)  # private memory
-        self.touched = keep
 
     def region(self, offset: int, nbytes: int) -> Any:
         """The exporter of ``nbytes`` at ``offset``: ``memoryview(r).cast("B")`` reads it.
@@ -201,30 +175,36 @@ class Arena:
             saved = [(off, self.base + off, bytes(self.memory[off:off + n])) for off, n in kept]
         free_memory()
         libc = _libc()
-        lost = 0
-        for off, addr, data in saved:
-            got = libc.mmap(ctypes.c_void_p(addr), ctypes.c_size_t(len(data)), _PROT_RW, _MAP_KEEP, -1, 0)
+        kept_n = lost = 0
+        saved.reverse()
+        while saved:
+            off, addr, data = saved.pop()  # each copy goes once it is back in place
+            n = len(data)
+            got = libc.mmap(ctypes.c_void_p(addr), ctypes.c_size_t(n), _PROT_RW, _MAP_KEEP, -1, 0)
             if got != addr:
                 if got != _MAP_FAILED:
-                    libc.munmap(ctypes.c_void_p(got), ctypes.c_size_t(len(data)))
+                    libc.munmap(ctypes.c_void_p(got), ctypes.c_size_t(n))
                 lost += 1
                 continue
-            ctypes.memmove(addr, data, len(data))
+            ctypes.memmove(addr, data, n)
+            del data
             with self._lock:
-                self._moved[off] = (addr, len(data))
+                if off in self._taken:
+                    self._moved[off] = (addr, n)
+                    kept_n += 1
+                else:  # its last view died meanwhile: nothing to keep
+                    libc.munmap(ctypes.c_void_p(addr), ctypes.c_size_t(n))
         if lost:
             os.write(2, (f"mpiray: {lost} value(s) the driver read from another host could not be "
                          "kept after shutdown (their memory was taken); do not use them.\n").encode())
         with self._lock:
             self._drain_locked()  # values that died meanwhile: their copies go at once
-        return len(saved) - lost
+        return kept_n
 
 
 _PROT_RW = 0x1 | 0x2  # PROT_READ | PROT_WRITE
 _MAP_KEEP = 0x02 | 0x20 | 0x100000  # MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE
 _MAP_FAILED = ctypes.c_size_t(-1).value
-_MADV_DONTNEED = 4
-_MADV_REMOVE = 9
 
 
 def _libc() -> Any:
@@ -233,5 +213,4 @@ def _libc() -> Any:
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                           ctypes.c_long]
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     return libc

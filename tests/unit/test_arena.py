@@ -124,25 +124,6 @@ def test_a_finalizer_inside_the_lock_does_not_deadlock():
     assert a.live() == 1
 
 
-def test_big_transient_use_goes_back_once_the_arena_stays_empty(monkeypatch):
-    from mpiray._store import arena as arena_mod
-
-    monkeypatch.setattr(arena_mod, "WARM_KEEP", 4 * ALIGN)
-    a = Arena(_pages(16))
-    off = a.alloc(10 * ALIGN)
-    a.writable(off, 10 * ALIGN)[:] = b"x" * (10 * ALIGN)
-    a.release(off)
-    now = arena_mod.time.monotonic()
-    assert not a.trim_idle(now) and a.touched == 10 * ALIGN  # empty just now: kept warm
-    again = a.alloc(ALIGN)
-    assert not a.trim_idle(now + arena_mod.IDLE_TRIM + 1)  # in use: kept
-    a.release(again)
-    assert a.trim_idle(arena_mod.time.monotonic() + arena_mod.IDLE_TRIM + 1)
-    assert a.touched == 4 * ALIGN  # pages beyond the warm part returned ...
-    assert a.writable(9 * ALIGN, 1) == b"\0"  # ... and read back as new, zeroed pages
-    assert a.writable(3 * ALIGN, 1) == b"x"  # the warm part kept its pages
-
-
 def test_new_pages_only_when_the_system_has_room():
     asked = []
     room = {"left": 3 * ALIGN}
@@ -203,3 +184,24 @@ def test_owner_side_of_a_delivery(monkeypatch):
         x.pump_puts()
     assert t.puts == [(0, 4096, big[0:4]), (0, 4100, big[4:8]), (0, 4104, big[8:10])]
     assert t.sent[-1] == (0, (m.DELIVERED, "a", 10))  # only once every chunk is in place
+
+
+def test_close_while_a_value_dies():
+    libc = _libc()
+    n = 1 << 22
+    addr = libc.mmap(None, n, 3, 0x02 | 0x20, -1, 0)
+    a = Arena((ctypes.c_char * n).from_address(addr))
+    held = {"v": _value_in(a, np.arange(1000.0)), "w": _value_in(a, np.arange(2000.0))}
+    gc.collect()
+
+    def free_window():  # the value dies between the copy and the remap
+        del held["v"]
+        gc.collect()
+        assert libc.munmap(ctypes.c_void_p(addr), n) == 0
+
+    a.close(free_window)
+    assert held["w"][1999] == 1999.0  # the other stays readable
+    assert a.live() == 1
+    del held["w"]
+    gc.collect()
+    assert a.live() == 0 and not a._moved  # both private copies gone
