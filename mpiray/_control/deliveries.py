@@ -46,6 +46,14 @@ class _Delivery:
 NO_ROOM = object()  # a delivery was not possible: pull the object into the store instead
 
 
+def drop_if_unwanted(table: dict, arena: Any, d: _Delivery) -> None:
+    """(Holding ``cond``.) A delivery that ended and that nobody waits for any more (its
+    get gave up, failed or took another way) leaves ``table``; its region is free again."""
+    if not d.waiters and d.nbytes is not None and table.get(d.key) is d:
+        del table[d.key]
+        arena.release(d.offset)
+
+
 class Deliveries:
     """Needs ``arena``, ``delivered``, ``service``, ``gcs``, ``tracker``, ``_can_map``,
     ``_cond_wait`` and ``_stop_polling`` from ``DriverRuntime``."""
@@ -88,11 +96,9 @@ class Deliveries:
         return d
 
     def _unwait(self, d: Any) -> None:
-        """(Holding ``cond``.) One waiter less; a finished delivery nobody waits for is freed."""
+        """(Holding ``cond``.) One waiter less."""
         d.waiters -= 1
-        if not d.waiters and d.nbytes is not None and self.service.deliveries.get(d.key) is d:
-            del self.service.deliveries[d.key]
-            self.arena.release(d.offset)
+        drop_if_unwanted(self.service.deliveries, self.arena, d)
 
     def _deliver(self, oid: str, info: tuple, end: float | None, d: Any = None) -> Any:
         """The value of another host's object, Put by its owner into rank 0's arena (one
@@ -100,15 +106,9 @@ class Deliveries:
         ``d``: its delivery, already asked for by this get."""
         if self.arena is None:
             return NO_ROOM
-        region = self.delivered.get(oid)  # a value of it is alive: read the same bytes
-        if d is not None and (region is not None or d.key[1] != info[1]):  # not needed, or
-            with self.service.cond:                                          # from an old owner
-                self._unwait(d)
-            d = None
+        region = self._await_delivery(oid, info, end, d)
         if region is None:
-            region = self._await_delivery(oid, info, end, d)
-            if region is None:
-                return NO_ROOM
+            return NO_ROOM
         data, bufs = parse(memoryview(region).cast("B").toreadonly())
         return loads(data, bufs, self.tracker)
 
@@ -117,7 +117,7 @@ class Deliveries:
         None when it is not delivered (no room, or already in this rank's store)."""
         service = self.service
         with service.cond:
-            region = self.delivered.get(oid)  # another thread's delivery ended meanwhile
+            region = self.delivered.get(oid)  # a value of it is alive: read the same bytes
             if region is not None:
                 if d is not None:
                     self._unwait(d)

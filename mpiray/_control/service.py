@@ -32,6 +32,7 @@ from .._liveness import process_alive
 from .._protocol import messages as m
 from .._store.shm import MAPS
 from .._store.transfer import Transfers
+from .deliveries import drop_if_unwanted
 from .gcs import GCS
 
 LIVENESS_PERIOD = 1.0  # s between checks of the other ranks (and heartbeats to them)
@@ -273,9 +274,7 @@ class Service:
             if d is None:
                 return
             d.nbytes = nbytes
-            if not d.waiters:  # its get() gave up meanwhile: the region is free again
-                del self.deliveries[(oid, src)]
-                self.arena.release(d.offset)
+            drop_if_unwanted(self.deliveries, self.arena, d)
             self.cond.notify_all()
 
     def _pull_lost(self, oid: str, src: int) -> None:

@@ -79,7 +79,6 @@ class Arena:
         # handing out bytes past the furthest ever handed out, ask ``can_grow(extra)``
         # whether the system has room for them (a Put into a full tmpfs is a SIGBUS)
         self.can_grow = can_grow
-        self.start = lead
         self.touched = lead
         self.closed = False
 

@@ -19,7 +19,7 @@ The driver's own reads of other hosts' objects take a shorter way: the owner
 Puts the object straight into rank 0's delivery arena (``arena.py``)::
 
     rank 0                                      owner
-    DELIVER(oid, 0, offset, room) ────────────> PutJob: pin and map the object file
+    DELIVER(oid, 0, offset, room) ────────────> PushJob: pin and map the object file
                                                 Put(file[off:off+n] -> arena[offset+off]),
                                                 chunk by chunk between other work; Flush
                   <──────── DELIVERED(oid, nbytes)  (-1: not here; -2: more than room)
@@ -43,20 +43,16 @@ from .._protocol import messages as m
 
 
 class PushJob:
-    __slots__ = ("oid", "dest", "view", "next_off")
+    """The owner's side of a pull (into its staging slots) or of a delivery (``Put`` into
+    rank 0's arena at ``offset``)."""
+    __slots__ = ("oid", "dest", "view", "offset", "next_off")
 
-    def __init__(self, oid: str, dest: int, view: memoryview):
+    def __init__(self, oid: str, dest: int, view: memoryview, offset: int = 0):
         self.oid = oid
         self.dest = dest
         self.view = view  # pinned: the file is not recycled while it is copied
+        self.offset = offset
         self.next_off = 0
-
-
-class PutJob:
-    __slots__ = ("oid", "dest", "view", "offset", "next_off")
-
-    def __init__(self, oid: str, dest: int, view: memoryview, offset: int):
-        self.oid, self.dest, self.view, self.offset, self.next_off = oid, dest, view, offset, 0
 
 
 PUT_CHUNK = 32 << 20  # a delivery Puts this much at a time ...
@@ -90,7 +86,7 @@ class Transfers:
         self.free_slots: deque[int] = deque()
         self.pushes: deque[PushJob] = deque()
         self.pulls: dict[str, PullJob] = {}
-        self.puts: deque[PutJob] = deque()
+        self.puts: deque[PushJob] = deque()  # deliveries
         self.on_delivered_cb = on_delivered  # (oid, owner, nbytes) on rank 0: the Put is complete
         self.bytes_pulled = 0
 
@@ -171,16 +167,18 @@ class Transfers:
         try:
             view = self.store.pin_raw(oid)
         except FileNotFoundError:
-            self.t.send(requester, (m.DELIVERED, oid, -1))
-            self.t.flush()
+            self._delivered(requester, oid, -1)
             return
         if view.nbytes > room:
             view.release()
-            self.t.send(requester, (m.DELIVERED, oid, -2))
-            self.t.flush()
+            self._delivered(requester, oid, -2)
             return
-        self.puts.append(PutJob(oid, requester, view, offset))
+        self.puts.append(PushJob(oid, requester, view, offset))
         self.pump_puts()
+
+    def _delivered(self, requester: int, oid: str, nbytes: int) -> None:
+        self.t.send(requester, (m.DELIVERED, oid, nbytes))
+        self.t.flush()
 
     def pump_puts(self) -> None:
         """Put the next chunks of the deliveries in progress, taking turns, for up to
@@ -198,8 +196,7 @@ class Transfers:
                 continue
             nbytes = job.view.nbytes
             job.view.release()
-            self.t.send(job.dest, (m.DELIVERED, job.oid, nbytes))
-            self.t.flush()
+            self._delivered(job.dest, job.oid, nbytes)
 
     def on_delivered(self, src: int, oid: str, nbytes: int) -> None:
         if self.on_delivered_cb is not None:
