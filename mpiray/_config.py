@@ -65,6 +65,7 @@ class Config:
     spill_dir: str | None = dataclasses.field(default=None, metadata={"env": "MPIRAY_SPILL_DIR", "kind": "str"})
     staging_bytes: int = dataclasses.field(default=64 << 20, metadata={"env": "MPIRAY_STAGING_BYTES", "kind": "int", "min": 1 << 16})
     driver_arena_bytes: int | None = dataclasses.field(default=None, metadata={"env": "MPIRAY_DRIVER_ARENA_BYTES", "kind": "int", "min": 0})
+    node_arena_bytes: int | None = dataclasses.field(default=None, metadata={"env": "MPIRAY_NODE_ARENA_BYTES", "kind": "int", "min": 0})
     heartbeat_timeout: float = dataclasses.field(default=20.0, metadata={"env": "MPIRAY_HEARTBEAT_TIMEOUT", "kind": "number", "min": 1})
     log_to_driver: bool = dataclasses.field(default=True, metadata={"env": "MPIRAY_LOG_TO_DRIVER", "kind": "bool"})
     lease_workers: bool = dataclasses.field(default=True, metadata={"env": "MPIRAY_LEASE_WORKERS", "kind": "bool"})

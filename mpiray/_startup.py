@@ -36,6 +36,14 @@ def _arena_bytes(config: Config) -> int:
     return min(ARENA_MAX, store_capacity(config, detect()["memory"]) // 2)
 
 
+def _node_arena_bytes(config: Config, store_capacity: int) -> int:
+    """A raylet's arena for copies of other hosts' objects (``_store/regions.py``): the
+    setting, else half its store, at most ``ARENA_MAX``."""
+    if config.node_arena_bytes is not None:
+        return config.node_arena_bytes
+    return min(ARENA_MAX, store_capacity // 2)
+
+
 def start_driver(config: Config, init_args: dict) -> Any:
     """Start (or join) the cluster; returns the driver runtime on rank 0, never returns elsewhere."""
     from ._control.driver import DriverRuntime
@@ -59,7 +67,12 @@ def start_driver(config: Config, init_args: dict) -> Any:
     hosts = transport.allgather(transport.host)
     nodes = transport.gather(None)[1:]
     transport.open_stage(config.staging_bytes, STAGING_SLOTS)
-    from ._store import arena  # only now: see run_raylet
+    # imported after MPI started.  While this module imported it at the top, every Slurm
+    # job of the multi-node template failed in MPI_Init on the test machine (Slurm 22.05's
+    # pmi2 server garbled MPICH's start-up exchange, docs/slurm.md); imported later, none
+    # did.  Why the import order matters is not understood (ctypes or mmap alone at the
+    # top did not break it): keep what runs before MPI_Init as small as it was.
+    from ._store import arena
 
     if arena.wanted(config, hosts):  # collective: right after the staging window, as on raylets
         transport.open_arena(_arena_bytes(config))
@@ -87,18 +100,19 @@ def run_raylet(transport: Any) -> None:
     resources, gpu_ids = node_resources(config, local.index(me), len(local))
     node = {"rank": me, "node_id": f"{session[:8]}-n{me}", "host": hosts[me], "pid": os.getpid(),
             "resources": resources, "gpu_ids": gpu_ids, "gpus": gpu_details(gpu_ids) if gpu_ids else []}
-    raylet = Raylet(transport, config, session, hosts, node, hello["driver_pid"])  # workers start now
+    from ._store import arena as arena_mod
+
+    # with an arena window, workers start once it exists (they are forked to share it)
+    later = arena_mod.wanted(config, hosts)
+    raylet = Raylet(transport, config, session, hosts, node, hello["driver_pid"],
+                    start_workers=not later)  # otherwise workers start now
     transport.gather(node)
     transport.open_stage(config.staging_bytes, STAGING_SLOTS)
-    # imported after MPI started.  While this module imported it at the top, every Slurm
-    # job of the multi-node template failed in MPI_Init on the test machine (Slurm 22.05's
-    # pmi2 server garbled MPICH's start-up exchange, docs/slurm.md); imported here, none
-    # did.  Why the import order matters is not understood (ctypes or mmap alone at the
-    # top did not break it): keep what runs before MPI_Init as small as it was.
-    from ._store import arena
-
-    if arena.wanted(config, hosts):
-        transport.open_arena(0)
+    if later:
+        transport.open_arena(_node_arena_bytes(config, raylet.capacity))
+        if transport.arena is not None:
+            raylet.use_arena(transport.arena)  # forks the zygote: before any thread starts
+        raylet.start_workers()
     raylet.xfer.start()
     try:
         raylet.serve()

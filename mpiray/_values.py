@@ -140,7 +140,8 @@ def encode(object_id: str, value: Any, inline_limit: int, store: shm.Store | Non
 def decode(object_id: str, info: tuple, tracker: RefTracker | None, store: shm.Store | None) -> Any:
     """The value an ObjInfo describes; raises the task's error if it is one.
 
-    Local infos name a file: ("path", path); raylets hand those to workers.
+    Local infos name a file, ("path", path), or a region of the raylet's arena,
+    ("region", offset, nbytes); raylets hand those to workers.
     """
     kind = info[0]
     if kind == "inline":
@@ -148,6 +149,11 @@ def decode(object_id: str, info: tuple, tracker: RefTracker | None, store: shm.S
         return loads(blob.data, blob.buffers, tracker)
     if kind == "path":
         data, bufs = shm.parse(shm.map_file(info[1]))
+        return loads(data, bufs, tracker)
+    if kind == "region":  # a copy in the raylet's arena (_store/regions.py)
+        from ._store import regions
+
+        data, bufs = shm.parse(regions.read(info[1], info[2]))
         return loads(data, bufs, tracker)
     if kind == "shm":
         assert store is not None

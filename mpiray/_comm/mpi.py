@@ -141,14 +141,15 @@ class Transport:
                 last = time.monotonic()
                 alive()
 
-    # -- rank 0's delivery arena (see _store/arena.py) ------------------------
+    # -- arena windows (rank 0: _store/arena.py; raylets: _store/regions.py) --
     def open_arena(self, nbytes: int) -> None:
-        """Collective: rank 0 allocates ``nbytes`` (the others nothing) that every rank
-        may Put into; ``self.arena`` is that memory on rank 0."""
+        """Collective: each rank allocates ``nbytes`` of its own (rank 0 for the driver's
+        deliveries, raylets for their region copies, 0 for none) that every rank may Put
+        into; ``self.arena`` is this rank's memory (None when it allocated nothing)."""
         MPI = _mpi()
-        self._arena_win = MPI.Win.Allocate(nbytes if self.rank == 0 else 0, comm=self.comm)
+        self._arena_win = MPI.Win.Allocate(nbytes, comm=self.comm)
         self._arena_win.Lock_all()
-        self.arena = self._arena_win.tomemory() if self.rank == 0 else None
+        self.arena = self._arena_win.tomemory() if nbytes else None
 
     def put_to(self, rank: int, offset: int, src: Any, alive: Any = None) -> None:
         """Copy ``src`` into ``rank``'s arena at ``offset``; complete at the target on return."""

@@ -309,7 +309,12 @@ class DriverRuntime(Deliveries):
                 out.append({"NodeID": info["node_id"], "Alive": node.alive, "NodeManagerAddress": info["host"],
                             "NodeManagerHostname": info["host"], "Rank": rank, "Pid": info["pid"],
                             "Resources": {k: from_units(v) for k, v in info["resources"].items()},
-                            "GPUIDs": info.get("gpu_ids", []), "GPUs": info.get("gpus", [])})
+                            "GPUIDs": info.get("gpu_ids", []), "GPUs": info.get("gpus", []),
+                            # the last 32 objects this rank fetched from others, as of its last
+                            # heartbeat: how long from asking to the bytes being there, and how
+                            # ("put": straight into its arena; "get": through staging)
+                            "RecentPulls": [{"ObjectID": oid, "Bytes": n, "Seconds": sec, "Way": way}
+                                            for oid, n, sec, way in info.get("recent_pulls", [])]})
             return out
 
     def cluster_resources(self) -> dict:

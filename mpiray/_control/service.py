@@ -37,7 +37,7 @@ from .gcs import GCS
 
 LIVENESS_PERIOD = 1.0  # s between checks of the other ranks (and heartbeats to them)
 
-_TRANSFER = (m.PULL, m.DATA, m.CHUNK, m.SLOT_FREE, m.DELIVERED)
+_TRANSFER = (m.PULL, m.DATA, m.CHUNK, m.SLOT_FREE, m.DELIVER, m.DELIVERED)
 _SIGINT = {signal.SIGINT}
 
 
@@ -148,6 +148,8 @@ class Service:
                 self.cond.notify_all()
         for src, msg in data:  # bulk bytes move outside the lock
             getattr(self.xfer, "on_" + msg[0])(src, *msg[1:])
+        if self.xfer.puts:  # deliveries of the driver's objects into raylets' arenas
+            self.xfer.pump_puts()
         for dest, msg in out:
             if dest == 0:
                 self._local(msg)
@@ -211,7 +213,8 @@ class Service:
         elif kind == m.LEASE_LOST:
             gcs.lease_lost(src, msg[1], msg[2], msg[3])
         elif kind == m.HEARTBEAT:
-            pass
+            if len(msg) > 1 and src in gcs.nodes:  # the raylet's recent pulls, for nodes()
+                gcs.nodes[src]["recent_pulls"] = msg[1]["pulls"]
         elif kind == m.BYE:
             self.byes.add(src)
         elif kind == "fatal":

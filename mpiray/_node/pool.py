@@ -1,6 +1,7 @@
 """The raylet's worker processes: start, hand out, replace, stop.
 
-Workers are plain child processes (``python -m mpiray._node.worker_main``)
+Workers are plain child processes (``python -m mpiray._node.worker_main``, or
+forked by the raylet's zygote when it has an arena window: ``zygote.py``)
 that never touch MPI; each talks to its raylet over one socketpair.  A worker
 is started for a GPU set (``CUDA_VISIBLE_DEVICES`` is fixed once CUDA starts),
 so tasks are matched to an idle worker with the same set or a new one is made.
@@ -47,7 +48,7 @@ class Worker:
     __slots__ = ("conn", "fd", "proc", "gpus", "task", "ahead", "blocked", "funcs", "started", "ready",
                  "get_req", "outbox", "cancel_next", "leased")
 
-    def __init__(self, conn: Connection, proc: subprocess.Popen, gpus: tuple):
+    def __init__(self, conn: Connection, proc: Any, gpus: tuple):
         self.conn = conn
         self.fd = conn.fileno()
         self.proc = proc
@@ -97,15 +98,21 @@ class Pool:
         self.workers: dict[int, Worker] = {}  # fileno -> Worker
         self.selector = selectors.DefaultSelector()  # every worker socket, registered once
         self.idle: dict[tuple, list[Worker]] = {}
-        self._reap: list[subprocess.Popen] = []  # stopped workers not yet waited for
+        self._reap: list[Any] = []  # stopped workers (Popen or zygote.ForkedProc) not yet waited for
+        self.zygote: Any = None  # zygote.Zygote: forks workers that share the raylet's arena
 
     def start(self, gpus: tuple = ()) -> Worker:
         parent, child = socket.socketpair()
         env = worker_env(dict(os.environ), gpus, self.context)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mpiray._node.worker_main", str(child.fileno())],
-            pass_fds=(child.fileno(),), env=env, close_fds=True)
-        child.close()
+        try:
+            if self.zygote is not None:  # forked: shares the raylet's arena (zygote.py)
+                proc: Any = self.zygote.spawn(env, child.fileno())
+            else:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "mpiray._node.worker_main", str(child.fileno())],
+                    pass_fds=(child.fileno(),), env=env, close_fds=True)
+        finally:
+            child.close()
         conn = Connection(parent.detach())
         w = Worker(conn, proc, gpus)
         self.workers[conn.fileno()] = w
@@ -201,3 +208,6 @@ class Pool:
                 p.kill()
                 p.wait()
         self._reap = []
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None

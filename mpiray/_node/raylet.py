@@ -58,7 +58,7 @@ def _inline_bytes(task: LocalTask) -> int:
 
 class Raylet(RayletLeases):
     def __init__(self, transport: Any, config: Any, session: str, hosts: list[str], node: dict,
-                 driver_pid: int | None):
+                 driver_pid: int | None, start_workers: bool = True):
         self.t = transport
         self.config = config
         self.rank = transport.rank
@@ -82,7 +82,13 @@ class Raylet(RayletLeases):
         self.durations: dict[str, float] = {}  # func id -> recent run time (s)
         self.dep_waiters: dict[str, list[LocalTask]] = {}  # input id -> tasks sent here early
         self.local = LocalObjects()  # objects made on this node: answers gets without rank 0
-        self.xfer = Transfers(transport, self.store, self._pulled, self._pull_lost, self._check_driver)
+        self.xfer = Transfers(transport, self.store, self._pulled, self._pull_lost, self._check_driver,
+                              self._delivered)
+        self.regions: Any = None  # _store/regions.RegionCache: other hosts' objects, one copy each
+        self.delivering: set[str] = set()  # objects an owner is Putting into this rank's arena
+        self.pull_started: dict[str, float] = {}  # oid -> when its bytes were asked for
+        self.recent_pulls: deque = deque(maxlen=32)  # (oid, bytes, seconds, way), for nodes()
+        self.pulls_told = 0  # len of recent_pulls history last sent to rank 0
         self.queue: deque[LocalTask] = deque()
         self.waiting: dict[str, LocalTask] = {}  # every task sent here and not yet done
         self.pulls: dict[str, list] = {}  # oid -> [LocalTask | GetRequest]
@@ -91,11 +97,31 @@ class Raylet(RayletLeases):
                "rank": self.rank, "host": hosts[self.rank], "node_id": node["node_id"], "session": session,
                "store_root": self.store.root, "inline_limit": config.inline_limit,
                "log_to_driver": config.log_to_driver}
-        cpus = max(1, self.total.get("CPU", 0) // UNIT)
-        self.pool = Pool(ctx, max_idle=cpus + 2)
-        for _ in range(min(cpus, 64)):
-            self.pool.start(())
+        self.pool = Pool(ctx, max_idle=max(1, self.total.get("CPU", 0) // UNIT) + 2)
         self.running = True
+        if start_workers:
+            self.start_workers()
+
+    def start_workers(self) -> None:
+        """Start one worker per CPU ahead of the first task."""
+        for _ in range(min(self.pool.max_idle - 2, 64)):
+            self.pool.start(())
+
+    def use_arena(self, memory: Any) -> None:
+        """Other hosts' objects land in ``memory`` (this rank's arena window), one copy
+        each, read by workers forked after it exists (``_store/regions.py``).  Call before
+        any worker starts and while this process runs no thread (it forks the zygote)."""
+        from .._store.arena import shm_room
+        from .._store.regions import RegionCache
+        from .zygote import Zygote
+
+        zygote = Zygote.start()
+        if zygote is None:
+            return  # workers start as fresh interpreters and pull as before
+        self.pool.zygote = zygote
+        self.regions = RegionCache(memory, os.path.join(self.store.root, f".regions-r{self.rank}"),
+                                   shm_room(os.path.dirname(self.store.root)))
+        self.pool.context["arena"] = [self.regions.address, self.regions.size, self.regions.pin_path]
 
     # -- main loop ---------------------------------------------------------
     def serve(self) -> None:
@@ -130,11 +156,17 @@ class Raylet(RayletLeases):
             if busy:
                 backoff.reset()
             delay = backoff.next()
+            if self.delivering:  # an owner Puts: its DELIVERED is to be seen at once
+                delay = min(delay, backoff.fast)
             if now - last_check > 1.0:
                 last_check = now
                 self.pool.reap()
                 self._check_driver()
-                self.t.send(0, (m.HEARTBEAT,))
+                if self.pulls_told < 0:
+                    self.pulls_told = 0
+                    self.t.send(0, (m.HEARTBEAT, {"pulls": list(self.recent_pulls)}))
+                else:
+                    self.t.send(0, (m.HEARTBEAT,))
 
     def _check_driver(self) -> None:
         """Rank 0 gone (its process on this host, or silent for the heartbeat limit):
@@ -159,6 +191,8 @@ class Raylet(RayletLeases):
 
         os.write(2, (message + "\n").encode())
         self.pool.shutdown(timeout=1.0)
+        if self.regions is not None:
+            self.regions.close()
         self.store.destroy()
         shutil.rmtree(self.store.root, ignore_errors=True)
 
@@ -210,14 +244,32 @@ class Raylet(RayletLeases):
         elif self.config.share_host_memory and self.hosts[owner] == self.hosts[self.rank]:
             path = self.store.locate(oid, owner)
         else:
+            user = self._region_user(waiter) if self.regions is not None else None
+            if user is not None and self.regions.lookup(oid) is not None:
+                return self.regions.use(oid, user)
             waiters = self.pulls.get(oid)
             if waiters is None:
                 self.pulls[oid] = [waiter]
-                self.xfer.request(oid, owner)
+                offset = None
+                if user is not None and len(info) > 2:
+                    offset = self.regions.reserve(oid, info[2], self.waiting.__contains__)
+                if offset is not None:  # the owner Puts it straight into this rank's arena
+                    self.t.send(owner, (m.DELIVER, oid, self.rank, offset, info[2]))
+                    self.delivering.add(oid)
+                else:
+                    self.xfer.request(oid, owner)
+                self.pull_started[oid] = time.monotonic()
             else:
                 waiters.append(waiter)
             return None
         return ("path", path) if path is not None else ("missing",)
+
+    def _region_user(self, waiter: Any) -> str | None:
+        """The task a region copy would be handed to (in use until it is done)."""
+        if isinstance(waiter, LocalTask):
+            return waiter.spec.task_id
+        task = waiter.worker.task
+        return task.spec.task_id if task is not None and waiter.worker.leased is None else None
 
     def _lost_dependency(self, task: LocalTask, lost: list[str]) -> None:
         """Some argument's bytes are gone: hand the task back so rank 0 rebuilds them."""
@@ -245,19 +297,63 @@ class Raylet(RayletLeases):
     def on_deliver(self, src: int, oid: str, requester: int, offset: int, room: int) -> None:
         self.xfer.on_deliver(src, oid, requester, offset, room)
 
+    def on_delivered(self, src: int, oid: str, nbytes: int) -> None:
+        self.xfer.on_delivered(src, oid, nbytes)
+
+    def _delivered(self, oid: str, src: int, nbytes: int) -> None:
+        """An owner finished Putting ``oid`` into this rank's arena (``regions.py``)."""
+        self.delivering.discard(oid)
+        if nbytes >= 0:
+            self.t.sync_arena()
+            self.regions.filled(oid, nbytes)
+            self._timed(oid, nbytes, "put")
+            self._hand_out(oid, None, src)
+            return
+        self.regions.drop(oid)
+        if nbytes == -1:
+            self._pull_lost(oid, src)
+        else:  # -2: bigger than the room asked for (cannot happen for a known size): pull it
+            self.xfer.request(oid, src)
+
     def _pulled(self, oid: str, src: int) -> None:
         self.t.send(0, (m.COPIED, oid))
-        local = ("path", self.store.path(oid))
+        self._timed(oid, self.store.sizes.get(oid, 0), "get")
+        self._hand_out(oid, ("path", self.store.path(oid)), src)
+
+    def _timed(self, oid: str, nbytes: int, way: str) -> None:
+        """Note how long the bytes of ``oid`` took to arrive (rank 0 hears it with the next
+        heartbeat; ``nodes()`` shows it): ``put`` into the arena, or ``get`` by staging."""
+        started = self.pull_started.pop(oid, None)
+        if started is not None:
+            self.recent_pulls.append((oid, nbytes, time.monotonic() - started, way))
+            self.pulls_told = -1
+
+    def _hand_out(self, oid: str, local: tuple | None, src: int) -> None:
+        """The bytes of ``oid`` are here now: in ``local``, or (None) in a region copy."""
+        others = []
         for waiter in self.pulls.pop(oid, []):
+            if local is None:
+                user = self._region_user(waiter)
+                if user is None:  # a get outside any task here: it reads a pulled file
+                    if not waiter.stale:
+                        others.append(waiter)
+                    continue
+                info = self.regions.use(oid, user)
+            else:
+                info = local
             if isinstance(waiter, LocalTask):
-                waiter.deps[oid] = local
+                waiter.deps[oid] = info
                 waiter.missing -= 1
                 if waiter.missing == 0 and waiter.spec.task_id in self.waiting:
                     self.queue.append(waiter)
             else:
-                self._got(waiter, oid, local)
+                self._got(waiter, oid, info)
+        if others:
+            self.pulls[oid] = others
+            self.xfer.request(oid, src)
 
     def _pull_lost(self, oid: str, src: int) -> None:
+        self.pull_started.pop(oid, None)
         for waiter in self.pulls.pop(oid, []):
             if isinstance(waiter, LocalTask):
                 self._lost_dependency(waiter, [oid])
@@ -330,6 +426,8 @@ class Raylet(RayletLeases):
 
     def on_shutdown(self, src: int) -> None:
         self.pool.shutdown()
+        if self.regions is not None:
+            self.regions.close()
         self.store.destroy()
         self.t.send(0, (m.BYE,))
         self.t.drain_sends()

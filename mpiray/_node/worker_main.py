@@ -338,6 +338,10 @@ def _die_with_parent() -> None:
 def main(fd: int) -> None:
     _die_with_parent()
     ctx = json.loads(os.environ.pop("MPIRAY_WORKER_CONTEXT"))
+    if ctx.get("arena"):  # forked by the raylet's zygote: its arena is mapped here too
+        from .._store import regions
+
+        regions.attach(*ctx["arena"])
     conn = Connection(fd)
     rt = WorkerRuntime(conn, ctx)
     _api._set_worker_runtime(rt)

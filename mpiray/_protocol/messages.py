@@ -41,7 +41,8 @@ BLOCKED = "blocked"        # (task_id,)
 UNBLOCKED = "unblocked"    # (task_id,)
 BYE = "bye"                # ()
 LOST = "lost"              # ([object_id], rank) their copies at rank are gone: rebuild or fail them
-HEARTBEAT = "hb"           # () sent every second both ways: a silent rank 0 or raylet ends the job
+HEARTBEAT = "hb"           # () sent every second both ways: a silent rank 0 or raylet ends the job;
+                           # a raylet's may carry ({"pulls": [(oid, bytes, seconds, way)]},)
 COPIED = "copied"          # (object_id,) this rank now holds a copy
 LEASED = "leased"          # (lease_id, worker_pid) before the DONE of that task (no LEASED: refused)
 LEASE_LOST = "lease_lost"  # (lease_id, why, where) the leased worker died or left the lease

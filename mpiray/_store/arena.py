@@ -48,9 +48,10 @@ def shm_room(path: str = "/dev/shm", keep: int = 64 << 20) -> Callable[[int], bo
 
 
 def wanted(config: Any, hosts: list[str]) -> bool:
-    """Whether rank 0 opens a delivery arena; every rank must agree (the window is
-    collective): only when the driver may read objects that another host holds."""
-    if config.driver_arena_bytes == 0:
+    """Whether the ranks open the arena window (rank 0's delivery arena, the raylets'
+    region copies: ``regions.py``); every rank must agree (the window is collective):
+    only when objects may be read from another host."""
+    if config.driver_arena_bytes == 0 and config.node_arena_bytes == 0:
         return False
     return not config.share_host_memory or any(h != hosts[0] for h in hosts[1:])
 
@@ -83,6 +84,11 @@ class Arena:
         self.closed = False
 
     @property
+    def written(self) -> int:
+        """Bytes of the pages handed out at least once (written by some Put)."""
+        return self.touched - min(-self.base % ALIGN, self.size)
+
+    @property
     def used(self) -> int:
         with self._lock:
             self._drain_locked()
@@ -94,8 +100,9 @@ class Arena:
             self._drain_locked()
             return len(self._taken)
 
-    def alloc(self, nbytes: int) -> int | None:
-        """The offset of a free region of at least ``nbytes``; None when none is free."""
+    def alloc(self, nbytes: int, grow: bool = True) -> int | None:
+        """The offset of a free region of at least ``nbytes``; None when none is free (with
+        ``grow=False``: none among the pages written before)."""
         need = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
         with self._lock:
             self._drain_locked()
@@ -103,11 +110,13 @@ class Arena:
                 return None
             for i, (off, length) in enumerate(self._free):
                 if length >= need:
-                    grow = off + need - self.touched
-                    if grow > 0:
-                        if self.can_grow is not None and not self.can_grow(grow):
+                    grow_by = off + need - self.touched
+                    if grow_by > 0 and not grow:
+                        break  # the free ranges are in order: later ones reach further
+                    if grow_by > 0:
+                        if self.can_grow is not None and not self.can_grow(grow_by):
                             return None  # the first fit needs new pages the system cannot give
-                        self.touched += grow
+                        self.touched += grow_by
                     if length == need:
                         del self._free[i]
                     else:

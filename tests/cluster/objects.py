@@ -37,13 +37,19 @@ def expected(nbytes, seed):
 
 
 def scenario_pull_sizes_exact():
+    ids = []
     for i, n in enumerate([1, 100 * 1024 + 1, MiB, 8 * MiB + 3, 64 * MiB, 256 * MiB]):
         x = make.options(scheduling_strategy=node(1)).remote(n, i)
         h, rank = ray.get(digest.options(scheduling_strategy=node(2)).remote(x), timeout=T)
         assert rank == 2 and h == expected(n, i), (n, rank)
         if n >= 64 * MiB:  # and to the driver, which pulls into rank 0's store
             assert hashlib.sha256(ray.get(x, timeout=T)).hexdigest() == expected(n, i)
+        ids.append(x.id)
         del x
+    # the 1-byte value travels inline; rank 2's arena holds half its 320 MiB store: the
+    # others were Put straight into it, but for the 256 MiB one, pulled through staging
+    ways = dict(_fetched_by({2})[2])
+    assert [ways.get(oid) for oid in ids] == [None] + ["put"] * 4 + ["get"], [ways.get(oid) for oid in ids]
 
 
 def _arena_state(ref, base=0):
@@ -148,10 +154,64 @@ def scenario_many_concurrent_pulls_one_copy_per_node():
     out = ray.get(reads, timeout=T)
     for k, (h, _) in enumerate(out):
         assert h == expected(2 * MiB, 100 + k // 4)
-    rt = ray._api._rt()
-    with rt.service.cond:
-        copies = [sorted(rt.gcs.objects[o.id].copies) for o in objs]
-    assert all(c == [1, 2, 3] for c in copies), copies  # each node fetched each object once
+    fetched = _fetched_by({2, 3})
+    ids = {o.id for o in objs}
+    for r in (2, 3):  # each node fetched each object once, straight into its arena
+        mine = [(oid, way) for oid, way in fetched[r] if oid in ids]
+        assert sorted(oid for oid, _ in mine) == sorted(ids), (r, mine)
+        assert {way for _, way in mine} == {"put"}, mine
+
+
+def _fetched_by(ranks):
+    """rank -> [(object id, way)] of its recent pulls, once every rank in ``ranks`` has
+    reported some with its heartbeat (every second)."""
+    end = time.monotonic() + 10
+    while True:
+        got = {n["Rank"]: [(p["ObjectID"], p["Way"]) for p in n["RecentPulls"]] for n in ray.nodes()}
+        if all(got.get(r) for r in ranks) or time.monotonic() > end:
+            time.sleep(1.2)  # one more heartbeat: the last pulls of the batch
+            return {n["Rank"]: [(p["ObjectID"], p["Way"]) for p in n["RecentPulls"]] for n in ray.nodes()}
+        time.sleep(0.2)
+
+
+@ray.remote
+def keep(x):
+    """Keep a view of the argument in this worker process, past the task."""
+    import builtins
+
+    builtins.mpiray_test_kept = x
+    return os.getpid()
+
+
+@ray.remote
+def check_kept(pid):
+    """The digest of the kept view, if this is the worker that kept it."""
+    import builtins
+
+    if os.getpid() != pid:
+        return None
+    return hashlib.sha256(memoryview(builtins.mpiray_test_kept)).hexdigest()
+
+
+def scenario_views_kept_after_their_task_are_never_overwritten():
+    x = make.options(scheduling_strategy=node(1)).remote(32 * MiB, 300)
+    pid = ray.get(keep.options(scheduling_strategy=node(2)).remote(x), timeout=T)
+    del x  # freed everywhere; the view in rank 2's worker still reads its region copy
+    churn = []
+    for i in range(8):  # 320 MiB through rank 2's 160 MiB arena: regions are reused
+        y = make.options(scheduling_strategy=node(1)).remote(40 * MiB, 310 + i)
+        h, _ = ray.get(digest.options(scheduling_strategy=node(2)).remote(y), timeout=T)
+        assert h == expected(40 * MiB, 310 + i)
+        churn.append(y.id)
+        del y
+    ways = dict(_fetched_by({2})[2])
+    assert [ways.get(oid) for oid in churn].count("put") >= 6, [ways.get(oid) for oid in churn]
+    for _ in range(60):  # rank 2 has two workers: ask until the keeper answers
+        h = ray.get(check_kept.options(scheduling_strategy=node(2), num_cpus=0.1).remote(pid), timeout=T)
+        if h is not None:
+            assert h == expected(32 * MiB, 300)
+            return
+    raise AssertionError("the worker that kept the view never ran a task again")
 
 
 def scenario_object_hops_across_nodes():
@@ -187,16 +247,20 @@ def _store_files():
 
 
 def scenario_freed_objects_leave_the_stores():
-    base = len(_store_files())
     objs = [make.options(scheduling_strategy=node(1 + i % 3)).remote(MiB, i) for i in range(30)]
     ray.get([digest.options(scheduling_strategy=node(1 + (i + 1) % 3)).remote(o) for i, o in enumerate(objs)],
             timeout=T)
-    assert len(_store_files()) >= base + 30
+    ids = {o.id for o in objs}
+
+    def theirs():
+        return [p for p in _store_files() if os.path.basename(p) in ids]
+
+    assert len(theirs()) >= 30  # each in its maker's store (copies pulled by staging too)
     del objs
     end = time.monotonic() + 15
-    while len(_store_files()) > base and time.monotonic() < end:
+    while theirs() and time.monotonic() < end:
         time.sleep(0.1)
-    assert len(_store_files()) <= base, (base, _store_files()[:5])
+    assert not theirs(), theirs()[:5]
 
 
 def scenario_put_drop_loop_keeps_store_flat():

@@ -14,7 +14,8 @@ def test_pull_bench_smoke(tmp_path):
     assert r.returncode == 0, r
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     systems = {row["system"] for row in rows}
-    assert systems == {"mpiray-driver-get", "mpiray", "mpi4py-rma-warm", "mpi4py-rma-fresh"}, rows
+    assert systems == {"mpiray-driver-get", "mpiray-raylet-pull", "mpiray", "mpi4py-rma-warm",
+                       "mpi4py-rma-fresh"}, rows
     assert all(row["workload"] == "pull_1MiB" and row["value"] > 0 for row in rows), rows
-    assert "driver get" in r.stdout and "task pull" in r.stdout, r
+    assert "driver get" in r.stdout and "raylet pull" in r.stdout and "task pull" in r.stdout, r
     assert not r.leftovers(), r.leftovers()

@@ -89,11 +89,26 @@ def test_close_keeps_viewed_regions_at_their_addresses():
 
 
 def test_who_opens_an_arena():
-    cfg = types.SimpleNamespace(driver_arena_bytes=None, share_host_memory=True)
-    assert not wanted(cfg, ["a", "a", "a"])  # one host: the driver maps the objects
-    assert wanted(cfg, ["a", "a", "b"])
-    assert wanted(types.SimpleNamespace(driver_arena_bytes=None, share_host_memory=False), ["a", "a"])
-    assert not wanted(types.SimpleNamespace(driver_arena_bytes=0, share_host_memory=False), ["a", "b"])
+    def cfg(driver=None, node=None, share=True):
+        return types.SimpleNamespace(driver_arena_bytes=driver, node_arena_bytes=node, share_host_memory=share)
+
+    assert not wanted(cfg(), ["a", "a", "a"])  # one host: the driver and workers map the objects
+    assert wanted(cfg(), ["a", "a", "b"])
+    assert wanted(cfg(share=False), ["a", "a"])
+    assert wanted(cfg(driver=0, share=False), ["a", "b"])  # the raylets still want theirs
+    assert wanted(cfg(node=0, share=False), ["a", "b"])  # and the driver its own
+    assert not wanted(cfg(driver=0, node=0, share=False), ["a", "b"])
+
+
+def test_alloc_without_growing_stays_in_written_pages():
+    a = Arena(bytearray(16 * ALIGN))
+    first = a.alloc(4 * ALIGN)
+    assert a.alloc(2 * ALIGN, grow=False) is None  # only new pages are free
+    a.release(first)
+    again = a.alloc(2 * ALIGN, grow=False)
+    assert again is not None and again + 2 * ALIGN <= a.touched
+    assert a.alloc(4 * ALIGN, grow=False) is None  # 2 pages of written room left
+    assert a.alloc(4 * ALIGN) is not None  # growing is allowed by default
 
 
 def test_regions_are_page_aligned_in_unaligned_memory():

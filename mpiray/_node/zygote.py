@@ -1,0 +1,260 @@
+"""Workers forked from a template process that shares the raylet's MPI memory.
+
+MPI can read and write fast only memory it allocated itself (``Win.Allocate``);
+MPICH maps that memory from a file it unlinks at once, so no other process can
+open it.  A process forked after the window exists shares it, though.  So
+when a raylet has an arena window (``_store/regions.py``) it forks, right
+after opening it and while it is still single-threaded, a small *zygote*
+process that does nothing but fork workers on request::
+
+    raylet ── spawn(env, worker socket) ──> zygote ── fork ──> intermediate ── fork ──> worker
+           <──────────── worker pid ─────────────────────────── (exits at once)
+
+The intermediate exits at once, so the worker is re-parented to the raylet
+(a child subreaper): the raylet waits for it and reads its exit status as for
+any child (``ForkedProc``).  The worker gets its environment (its GPUs among
+it) before anything imports CUDA, closes every descriptor but its socket and
+the standard streams, never touches MPI, and leaves with ``os._exit`` (the
+MPI state it inherited must not be finalized twice).
+
+The fork of the zygote is the one fork of a process that may run threads the
+MPI made (UCX's event thread, for one: it waits in ``epoll`` and holds no
+lock then).  The zygote proves it is sound before the raylet relies on it: it
+maps and unmaps memory (the calls an MPI's memory hooks intercept) and says
+ready within ``READY_TIMEOUT``.  When the raylet runs Python threads, or the
+fork or that check fails, there is no zygote: workers start as fresh
+interpreters and pulls take the staging window, as without an arena.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+_PID = struct.Struct("!i")
+READY_TIMEOUT = 10.0  # seconds for a new zygote to say it works
+SPAWN_TIMEOUT = 60.0  # seconds for a worker's pid to come back
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, arg: int) -> bool:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return False
+
+
+class ForkedProc:
+    """What ``subprocess.Popen`` offers the pool, for a worker the zygote forked (a child
+    of the raylet by re-parenting)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # someone else reaped it: its status is gone
+                self.returncode = -signal.SIGKILL
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.monotonic() + timeout
+        pause = 0.0005
+        while self.poll() is None:
+            if end is not None and time.monotonic() >= end:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        return self.returncode  # type: ignore[return-value]
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class Zygote:
+    """The raylet's handle on its zygote."""
+
+    def __init__(self, sock: socket.socket, pid: int):
+        self.sock = sock
+        self.pid = pid
+
+    @classmethod
+    def start(cls) -> "Zygote | None":
+        """Fork the zygote now; None when this process runs Python threads, cannot fork,
+        or the zygote does not come up."""
+        if threading.active_count() > 1:
+            return None
+        if not _prctl(_PR_SET_CHILD_SUBREAPER, 1):
+            return None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        ours, theirs = socket.socketpair()
+        raylet = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            return None
+        if pid == 0:  # the zygote: never returns
+            ours.close()
+            _serve(theirs, raylet)
+        theirs.close()
+        ours.settimeout(READY_TIMEOUT)
+        try:
+            ok = ours.recv(1) == b"R"
+        except OSError:
+            ok = False
+        if not ok:
+            ours.close()
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            return None
+        ours.settimeout(SPAWN_TIMEOUT)
+        return cls(ours, pid)
+
+    def spawn(self, env: dict[str, str], fd: int) -> ForkedProc:
+        """A new worker process with environment ``env`` that talks over descriptor ``fd``."""
+        data = pickle.dumps(env)
+        socket.send_fds(self.sock, [struct.pack("!I", len(data)) + data], [fd])
+        got = b""
+        while len(got) < _PID.size:
+            try:
+                more = self.sock.recv(_PID.size - len(got))
+            except socket.timeout:
+                more = b""
+            if not more:
+                raise OSError(f"the raylet's zygote process (pid {self.pid}) did not fork a "
+                              f"worker; set MPIRAY_NODE_ARENA_BYTES=0 to start workers without it")
+            got += more
+        pid = _PID.unpack(got)[0]
+        if pid < 0:
+            raise OSError(-pid, "the zygote could not fork a worker")
+        return ForkedProc(pid)
+
+    def close(self) -> None:
+        """The zygote exits when its socket closes; wait for it."""
+        try:
+            self.sock.close()
+        finally:
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+
+
+# -- inside the zygote -----------------------------------------------------------
+def _serve(sock: socket.socket, raylet: int) -> None:
+    try:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != raylet:
+            os._exit(0)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the raylet's to handle
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.closerange(3, sock.fileno())  # MPI's, the watchdog's ...: not the zygote's to hold
+        os.closerange(sock.fileno() + 1, _max_fd())
+        probe = mmap.mmap(-1, 4 << 20)  # through the MPI's memory hooks, if it has any
+        probe[::mmap.PAGESIZE] = b"\1" * ((4 << 20) // mmap.PAGESIZE)
+        probe.close()
+        sock.sendall(b"R")
+        while True:
+            head, fds, _flags, _addr = socket.recv_fds(sock, 4, 1)
+            if not head:
+                os._exit(0)  # the raylet closed its end
+            n = struct.unpack("!I", head)[0]
+            data = b""
+            while len(data) < n:
+                more = sock.recv(n - len(data))
+                if not more:
+                    os._exit(0)
+                data += more
+            env = pickle.loads(data)
+            fd = fds[0]
+            try:
+                mid = os.fork()
+            except OSError as exc:
+                sock.sendall(_PID.pack(-(exc.errno or 1)))
+                os.close(fd)
+                continue
+            if mid == 0:
+                try:
+                    pid = os.fork()
+                except OSError as exc:
+                    sock.sendall(_PID.pack(-(exc.errno or 1)))
+                    os._exit(1)
+                if pid:
+                    sock.sendall(_PID.pack(pid))  # re-parented to the raylet as this exits
+                    os._exit(0)
+                sock.close()
+                _worker(env, fd, raylet)
+            os.close(fd)
+            os.waitpid(mid, 0)
+    except BaseException:  # noqa: BLE001 - a zygote that fails must not return into the raylet
+        os._exit(1)
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):  # pragma: no cover
+        return 65536
+
+
+def _worker(env: dict[str, str], fd: int, raylet: int) -> None:
+    """The forked worker: wait to be the raylet's child, take its environment, run."""
+    code = 0
+    try:
+        end = time.monotonic() + 5.0
+        while os.getppid() != raylet:  # the intermediate is exiting
+            if time.monotonic() > end:
+                os._exit(1)
+            time.sleep(0.0001)
+        os.environ.clear()
+        os.environ.update(env)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        np = sys.modules.get("numpy")
+        if np is not None:  # forked processes share the template's seed: draw a new one
+            np.random.seed()
+        sys.argv = [sys.argv[0] if sys.argv else "mpiray-worker"]
+        from .worker_main import main
+
+        main(fd)  # sets PR_SET_PDEATHSIG: the raylet is its parent by now
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        os._exit(code)
+
