@@ -183,6 +183,18 @@ class Pool:
 
     def reap(self) -> None:
         self._reap = [p for p in self._reap if p.poll() is None]
+        if self.zygote is not None:  # a subreaper adopts orphans of tasks: wait for them too
+            known = {w.proc.pid: w.proc for w in self.workers.values()}
+            known.update((p.pid, p) for p in self._reap)
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if not pid:
+                    break
+                if pid in known and known[pid].returncode is None:
+                    known[pid].returncode = os.waitstatus_to_exitcode(status)
 
     def exit_description(self, w: Worker) -> str:
         try:

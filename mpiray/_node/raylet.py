@@ -115,7 +115,7 @@ class Raylet(RayletLeases):
         from .._store.regions import RegionCache
         from .zygote import Zygote
 
-        zygote = Zygote.start()
+        zygote = Zygote.start(memory)
         if zygote is None:
             return  # workers start as fresh interpreters and pull as before
         self.pool.zygote = zygote
@@ -344,7 +344,8 @@ class Raylet(RayletLeases):
             if isinstance(waiter, LocalTask):
                 waiter.deps[oid] = info
                 waiter.missing -= 1
-                if waiter.missing == 0 and waiter.spec.task_id in self.waiting:
+                # (a task handed back and sent here again is a new LocalTask: not this one)
+                if waiter.missing == 0 and self.waiting.get(waiter.spec.task_id) is waiter:
                     self.queue.append(waiter)
             else:
                 self._got(waiter, oid, info)

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 _PID = struct.Struct("!i")
 READY_TIMEOUT = 10.0  # seconds for a new zygote to say it works
@@ -99,11 +100,15 @@ class Zygote:
         self.pid = pid
 
     @classmethod
-    def start(cls) -> "Zygote | None":
+    def start(cls, shared: Any = None) -> "Zygote | None":
         """Fork the zygote now; None when this process runs Python threads, cannot fork,
-        or the zygote does not come up."""
+        or the zygote does not come up.  With ``shared`` (writable memory, e.g. an MPI
+        window), also None unless a write into it after the fork is seen by the zygote:
+        an MPI may hand out private memory, or keep its pages from children
+        (``MADV_DONTFORK``), and then forked workers cannot read what lands there."""
         if threading.active_count() > 1:
             return None
+        probe = memoryview(shared).cast("B")[:8] if shared is not None and len(shared) >= 8 else None
         if not _prctl(_PR_SET_CHILD_SUBREAPER, 1):
             return None
         sys.stdout.flush()
@@ -118,11 +123,16 @@ class Zygote:
             return None
         if pid == 0:  # the zygote: never returns
             ours.close()
-            _serve(theirs, raylet)
+            _serve(theirs, raylet, probe)
         theirs.close()
         ours.settimeout(READY_TIMEOUT)
         try:
             ok = ours.recv(1) == b"R"
+            if ok and probe is not None:
+                token = os.urandom(8)
+                probe[:] = token
+                ours.sendall(token)
+                ok = ours.recv(1) == b"Y"
         except OSError:
             ok = False
         if not ok:
@@ -132,6 +142,7 @@ class Zygote:
             except ProcessLookupError:
                 pass
             os.waitpid(pid, 0)
+            _prctl(_PR_SET_CHILD_SUBREAPER, 0)
             return None
         ours.settimeout(SPAWN_TIMEOUT)
         return cls(ours, pid)
@@ -167,7 +178,7 @@ class Zygote:
 
 
 # -- inside the zygote -----------------------------------------------------------
-def _serve(sock: socket.socket, raylet: int) -> None:
+def _serve(sock: socket.socket, raylet: int, shared: Any) -> None:
     try:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != raylet:
@@ -175,12 +186,19 @@ def _serve(sock: socket.socket, raylet: int) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the raylet's to handle
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.closerange(3, sock.fileno())  # MPI's, the watchdog's ...: not the zygote's to hold
-        os.closerange(sock.fileno() + 1, _max_fd())
+        _drop_inherited_fds(sock.fileno())
         probe = mmap.mmap(-1, 4 << 20)  # through the MPI's memory hooks, if it has any
         probe[::mmap.PAGESIZE] = b"\1" * ((4 << 20) // mmap.PAGESIZE)
         probe.close()
         sock.sendall(b"R")
+        if shared is not None:  # the raylet writes a token after the fork: is it seen here?
+            token = b""
+            while len(token) < 8:
+                more = sock.recv(8 - len(token))
+                if not more:
+                    os._exit(0)
+                token += more
+            sock.sendall(b"Y" if bytes(shared) == token else b"N")
         while True:
             head, fds, _flags, _addr = socket.recv_fds(sock, 4, 1)
             if not head:
@@ -217,11 +235,22 @@ def _serve(sock: socket.socket, raylet: int) -> None:
         os._exit(1)
 
 
-def _max_fd() -> int:
+def _drop_inherited_fds(keep: int) -> None:
+    """Let go of the raylet's descriptors (MPI's, the watchdog's socket ...): each is
+    replaced by /dev/null rather than closed, so that Python objects inherited with
+    them (a log file opened before ``init``) never write into a descriptor number
+    reused for something else, such as a worker's socket."""
+    null = os.open(os.devnull, os.O_RDWR)
     try:
-        return os.sysconf("SC_OPEN_MAX")
-    except (ValueError, OSError):  # pragma: no cover
-        return 65536
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # pragma: no cover - no /proc
+        fds = []
+    for fd in fds:
+        if fd > 2 and fd not in (keep, null):
+            try:
+                os.dup2(null, fd)
+            except OSError:
+                pass
 
 
 def _worker(env: dict[str, str], fd: int, raylet: int) -> None:
@@ -236,6 +265,13 @@ def _worker(env: dict[str, str], fd: int, raylet: int) -> None:
         os.environ.clear()
         os.environ.update(env)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        for stream in (sys.stdout, sys.stderr):  # as PYTHONUNBUFFERED would have made them
+            try:
+                stream.reconfigure(line_buffering=True)
+            except (AttributeError, ValueError):
+                pass
+        for name in [n for n in sys.modules if n == "mpi4py" or n.startswith("mpi4py.")]:
+            sys.modules[name] = None  # the raylet's MPI is not the task's to use: ImportError
         np = sys.modules.get("numpy")
         if np is not None:  # forked processes share the template's seed: draw a new one
             np.random.seed()
