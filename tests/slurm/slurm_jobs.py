@@ -23,11 +23,6 @@ def job_env(marker: str) -> dict[str, str]:
     """The caller's environment (sbatch exports it) with this Python first on PATH."""
     env = dict(os.environ, PYTHON=sys.executable, MPIRAY_TEST_MARKER=marker,
                PYTHONUNBUFFERED="1")
-    # one host: shared memory is all UCX needs.  Its default address also lists TCP
-    # devices; MPICH sends it through Slurm 22.05's pmi2 server in segments, and some
-    # segment lengths the server misreads (docs/slurm.md): a job then fails in MPI_Init
-    # every time, not now and then (seen with the rendered srun script on a clean clone)
-    env.setdefault("UCX_TLS", "self,sm")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
