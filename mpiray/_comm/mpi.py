@@ -204,8 +204,33 @@ class Transport:
         self.comm.Abort(code)
 
 
+def _slurm_pmi2_workaround(environ: Any = os.environ) -> bool:
+    """Under ``srun --mpi=pmi2`` with the ``mpich`` wheel, start MPICH with its OFI network
+    module instead of UCX (unless the user chose one).  Returns whether it did.
+
+    Slurm's pmi2 plugin (22.05 at least) answers PMI-1 clients, as MPICH is one, by
+    reading each request with a single 1024-byte ``read``; MPICH sends its UCX address
+    (several KiB) in segments whose lines can pass 1024 bytes, and then ``MPI_Init``
+    fails (``mpi/pmi2: value not properly terminated in client request``) in every
+    job whose address happens to encode that long.  OFI's address is a few dozen bytes.
+    Hydra (``mpiexec``), even inside an allocation, is told apart by ``MPI_LOCALNRANKS``.
+    """
+    if ("MPIR_CVAR_CH4_NETMOD" in environ or environ.get("SLURM_MPI_TYPE") != "pmi2"
+            or "PMI_FD" not in environ or "MPI_LOCALNRANKS" in environ):
+        return False
+    from importlib import metadata
+
+    try:
+        metadata.distribution("mpich")  # built with both network modules (ch4:ucx,ofi)
+    except metadata.PackageNotFoundError:
+        return False
+    environ["MPIR_CVAR_CH4_NETMOD"] = "ofi"
+    return True
+
+
 def launched_world() -> Transport:
     """COMM_WORLD of a job started by mpiexec/srun."""
+    _slurm_pmi2_workaround()
     MPI = _mpi()
     return Transport(MPI.COMM_WORLD.Dup())
 
