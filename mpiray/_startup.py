@@ -67,11 +67,6 @@ def start_driver(config: Config, init_args: dict) -> Any:
     hosts = transport.allgather(transport.host)
     nodes = transport.gather(None)[1:]
     transport.open_stage(config.staging_bytes, STAGING_SLOTS)
-    # imported after MPI started.  While this module imported it at the top, every Slurm
-    # job of the multi-node template failed in MPI_Init on the test machine (Slurm 22.05's
-    # pmi2 server garbled MPICH's start-up exchange, docs/slurm.md); imported later, none
-    # did.  Why the import order matters is not understood (ctypes or mmap alone at the
-    # top did not break it): keep what runs before MPI_Init as small as it was.
     from ._store import arena
 
     if arena.wanted(config, hosts):  # collective: right after the staging window, as on raylets

@@ -88,7 +88,7 @@ class Raylet(RayletLeases):
         self.delivering: set[str] = set()  # objects an owner is Putting into this rank's arena
         self.pull_started: dict[str, float] = {}  # oid -> when its bytes were asked for
         self.recent_pulls: deque = deque(maxlen=32)  # (oid, bytes, seconds, way), for nodes()
-        self.pulls_told = 0  # len of recent_pulls history last sent to rank 0
+        self.pulls_unreported = False  # recent_pulls changed since the last heartbeat
         self.queue: deque[LocalTask] = deque()
         self.waiting: dict[str, LocalTask] = {}  # every task sent here and not yet done
         self.pulls: dict[str, list] = {}  # oid -> [LocalTask | GetRequest]
@@ -162,8 +162,8 @@ class Raylet(RayletLeases):
                 last_check = now
                 self.pool.reap()
                 self._check_driver()
-                if self.pulls_told < 0:
-                    self.pulls_told = 0
+                if self.pulls_unreported:
+                    self.pulls_unreported = False
                     self.t.send(0, (m.HEARTBEAT, {"pulls": list(self.recent_pulls)}))
                 else:
                     self.t.send(0, (m.HEARTBEAT,))
@@ -251,7 +251,7 @@ class Raylet(RayletLeases):
             if waiters is None:
                 self.pulls[oid] = [waiter]
                 offset = None
-                if user is not None and len(info) > 2:
+                if user is not None:
                     offset = self.regions.reserve(oid, info[2], self.waiting.__contains__)
                 if offset is not None:  # the owner Puts it straight into this rank's arena
                     self.t.send(owner, (m.DELIVER, oid, self.rank, offset, info[2]))
@@ -326,7 +326,7 @@ class Raylet(RayletLeases):
         started = self.pull_started.pop(oid, None)
         if started is not None:
             self.recent_pulls.append((oid, nbytes, time.monotonic() - started, way))
-            self.pulls_told = -1
+            self.pulls_unreported = True
 
     def _hand_out(self, oid: str, local: tuple | None, src: int) -> None:
         """The bytes of ``oid`` are here now: in ``local``, or (None) in a region copy."""

@@ -15,11 +15,12 @@ once for the whole run (``Lock_all``), and cut into slots.  A pull::
     SLOT_FREE(oid, slot) ────────────────────>  the slot takes the next chunk
     ... all chunks: rename the file into the store, call back
 
-The driver's own reads of other hosts' objects take a shorter way: the owner
-Puts the object straight into rank 0's delivery arena (``arena.py``)::
+The short way, one copy: the owner Puts the object straight into the
+requester's part of the arena window (rank 0's for the driver, ``arena.py``;
+a raylet's for its tasks, ``regions.py``)::
 
-    rank 0                                      owner
-    DELIVER(oid, 0, offset, room) ────────────> PushJob: pin and map the object file
+    requester                                   owner
+    DELIVER(oid, me, offset, room) ───────────> PushJob: pin and map the object file
                                                 Put(file[off:off+n] -> arena[offset+off]),
                                                 chunk by chunk between other work; Flush
                   <──────── DELIVERED(oid, nbytes)  (-1: not here; -2: more than room)
@@ -44,7 +45,7 @@ from .._protocol import messages as m
 
 class PushJob:
     """The owner's side of a pull (into its staging slots) or of a delivery (``Put`` into
-    rank 0's arena at ``offset``)."""
+    the requester's arena at ``offset``)."""
     __slots__ = ("oid", "dest", "view", "offset", "next_off")
 
     def __init__(self, oid: str, dest: int, view: memoryview, offset: int = 0):
@@ -87,7 +88,7 @@ class Transfers:
         self.pushes: deque[PushJob] = deque()
         self.pulls: dict[str, PullJob] = {}
         self.puts: deque[PushJob] = deque()  # deliveries
-        self.on_delivered_cb = on_delivered  # (oid, owner, nbytes) on rank 0: the Put is complete
+        self.on_delivered_cb = on_delivered  # (oid, owner, nbytes): the Put into our arena is complete
         self.bytes_pulled = 0
 
     def start(self) -> None:
@@ -162,7 +163,7 @@ class Transfers:
             else:
                 job.view.release()
 
-    # -- deliveries into rank 0's arena ---------------------------------------
+    # -- deliveries into a requester's arena ---------------------------------
     def on_deliver(self, src: int, oid: str, requester: int, offset: int, room: int) -> None:
         try:
             view = self.store.pin_raw(oid)
