@@ -100,13 +100,14 @@ class Pool:
         self.idle: dict[tuple, list[Worker]] = {}
         self._reap: list[Any] = []  # stopped workers (Popen or zygote.ForkedProc) not yet waited for
         self.zygote: Any = None  # zygote.Zygote: forks workers that share the raylet's arena
+        self.zygote_probe: Any = None  # the arena bytes a new zygote proves it shares
 
     def start(self, gpus: tuple = ()) -> Worker:
         parent, child = socket.socketpair()
         env = worker_env(dict(os.environ), gpus, self.context)
         try:
             if self.zygote is not None:  # forked: shares the raylet's arena (zygote.py)
-                proc: Any = self.zygote.spawn(env, child.fileno())
+                proc: Any = self._fork_worker(env, child.fileno())
             else:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "mpiray._node.worker_main", str(child.fileno())],
@@ -119,6 +120,21 @@ class Pool:
         self.selector.register(conn.fileno(), selectors.EVENT_READ, w)
         self.idle.setdefault(gpus, []).append(w)
         return w
+
+    def _fork_worker(self, env: dict, fd: int) -> Any:
+        """A worker from the zygote; a zygote that died (or hangs) is replaced once.  Workers
+        must share the arena (tasks are handed copies in it), so without a zygote the
+        raylet cannot go on: the error says so."""
+        try:
+            return self.zygote.spawn(env, fd)
+        except OSError as exc:
+            from .zygote import Zygote
+
+            self.zygote.close(kill=True)
+            self.zygote = Zygote.start(self.zygote_probe)
+            if self.zygote is None:
+                raise OSError(f"{exc}, and a new zygote could not be started") from None
+            return self.zygote.spawn(env, fd)
 
     def ready(self, timeout: float) -> list[Worker]:
         """Workers with a message waiting, waiting at most ``timeout`` seconds.

@@ -115,13 +115,15 @@ class Raylet(RayletLeases):
         from .._store.regions import RegionCache
         from .zygote import Zygote
 
-        zygote = Zygote.start(memory)
+        regions = RegionCache(memory, os.path.join(self.store.root, f".regions-r{self.rank}"),
+                              shm_room(os.path.dirname(self.store.root)))
+        zygote = Zygote.start(regions.probe) if regions.probe is not None else None
         if zygote is None:
+            regions.close()
             return  # workers start as fresh interpreters and pull as before
-        self.pool.zygote = zygote
-        self.regions = RegionCache(memory, os.path.join(self.store.root, f".regions-r{self.rank}"),
-                                   shm_room(os.path.dirname(self.store.root)))
-        self.pool.context["arena"] = [self.regions.address, self.regions.size, self.regions.pin_path]
+        self.regions = regions
+        self.pool.zygote, self.pool.zygote_probe = zygote, regions.probe
+        self.pool.context["arena"] = [regions.address, regions.size, regions.pin_path]
 
     # -- main loop ---------------------------------------------------------
     def serve(self) -> None:

@@ -23,7 +23,10 @@ lock then).  The zygote proves it is sound before the raylet relies on it: it
 maps and unmaps memory (the calls an MPI's memory hooks intercept) and says
 ready within ``READY_TIMEOUT``.  When the raylet runs Python threads, or the
 fork or that check fails, there is no zygote: workers start as fresh
-interpreters and pulls take the staging window, as without an arena.
+interpreters and pulls take the staging window, as without an arena.  A
+zygote that dies (or stops answering) later is replaced by a new one, checked
+the same way on a page of the arena kept for that (``Pool._fork_worker``); if
+that fails too, the raylet ends with an error that says how to turn it off.
 """
 
 from __future__ import annotations
@@ -159,21 +162,25 @@ class Zygote:
                 more = b""
             if not more:
                 raise OSError(f"the raylet's zygote process (pid {self.pid}) did not fork a "
-                              f"worker; set MPIRAY_NODE_ARENA_BYTES=0 to start workers without it")
+                              f"worker (set MPIRAY_NODE_ARENA_BYTES=0 to start workers without one)")
             got += more
         pid = _PID.unpack(got)[0]
         if pid < 0:
             raise OSError(-pid, "the zygote could not fork a worker")
         return ForkedProc(pid)
 
-    def close(self) -> None:
-        """The zygote exits when its socket closes; wait for it."""
+    def close(self, kill: bool = False) -> None:
+        """The zygote exits when its socket closes (or at once, with ``kill``); wait for it."""
         try:
             self.sock.close()
+            if kill:
+                os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         finally:
             try:
                 os.waitpid(self.pid, 0)
-            except ChildProcessError:
+            except ChildProcessError:  # reaped already (Pool.reap)
                 pass
 
 

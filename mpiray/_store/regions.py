@@ -54,6 +54,10 @@ class RegionCache:
 
     def __init__(self, memory: Any, pin_path: str, can_grow: Callable[[int], bool] | None = None):
         self.arena = Arena(memory, can_grow)
+        # one page kept for the zygote's proof that it shares the memory (zygote.py), so a
+        # new zygote can be checked while copies are in use
+        probe = self.arena.alloc(8)
+        self.probe = self.arena.writable(probe, 8) if probe is not None else None
         self.pin_path = pin_path
         self.pin_fd = os.open(pin_path, os.O_RDWR | os.O_CREAT, 0o600)
         self.entries: OrderedDict[str, Entry] = OrderedDict()  # least recently used first

@@ -95,3 +95,27 @@ def test_no_zygote_in_a_process_with_python_threads():
         t.join()
     """)
     assert "NONE" in out
+
+
+def test_a_dead_zygote_is_replaced_and_the_new_one_shares_the_memory():
+    out = run("""
+        import mmap
+        from mpiray._node.pool import Pool
+        shared = mmap.mmap(-1, mmap.PAGESIZE)  # MAP_SHARED: what forked workers see
+        probe = memoryview(shared)[:8]
+        pool = Pool(dict(CTX), max_idle=2)
+        pool.zygote, pool.zygote_probe = Zygote.start(probe), probe
+        first = pool.zygote.pid
+        os.kill(first, signal.SIGKILL)
+        w = pool.start(())  # the dead zygote is noticed, replaced, and forks the worker
+        kind, pid = w.conn.recv()
+        assert kind == "ready" and pid == w.pid and pool.zygote.pid != first
+        pool.shutdown(timeout=5)
+        assert pool.zygote is None
+        try:
+            os.kill(pid, 0)
+            print("WORKER LEFT")
+        except ProcessLookupError:
+            print("REPLACED")
+    """)
+    assert "REPLACED" in out
