@@ -13,17 +13,20 @@ process that does nothing but fork workers on request::
 The intermediate exits at once, so the worker is re-parented to the raylet
 (a child subreaper): the raylet waits for it and reads its exit status as for
 any child (``ForkedProc``).  The worker gets its environment (its GPUs among
-it) before anything imports CUDA, closes every descriptor but its socket and
-the standard streams, never touches MPI, and leaves with ``os._exit`` (the
-MPI state it inherited must not be finalized twice).
+it) before anything imports CUDA, holds no descriptor of the raylet's but the
+standard streams (the zygote points the others at /dev/null), never touches
+MPI (``import mpi4py`` fails in it), and leaves with ``os._exit`` (the MPI
+state it inherited must not be finalized twice).
 
 The fork of the zygote is the one fork of a process that may run threads the
 MPI made (UCX's event thread, for one: it waits in ``epoll`` and holds no
 lock then).  The zygote proves it is sound before the raylet relies on it: it
 maps and unmaps memory (the calls an MPI's memory hooks intercept) and says
-ready within ``READY_TIMEOUT``.  When the raylet runs Python threads, or the
-fork or that check fails, there is no zygote: workers start as fresh
-interpreters and pulls take the staging window, as without an arena.  A
+ready within ``READY_TIMEOUT``.  When the raylet runs Python threads or has
+loaded the CUDA driver (workers must start CUDA themselves, each with its own
+``CUDA_VISIBLE_DEVICES``), or the fork or that check fails, there is no
+zygote: workers start as fresh interpreters and pulls take the staging window,
+as without an arena.  A
 zygote that dies (or stops answering) later is replaced by a new one, checked
 the same way on a page of the arena kept for that (``Pool._fork_worker``); if
 that fails too, the raylet ends with an error that says how to turn it off.
@@ -109,7 +112,7 @@ class Zygote:
         window), also None unless a write into it after the fork is seen by the zygote:
         an MPI may hand out private memory, or keep its pages from children
         (``MADV_DONTFORK``), and then forked workers cannot read what lands there."""
-        if threading.active_count() > 1:
+        if threading.active_count() > 1 or _cuda_loaded():
             return None
         probe = memoryview(shared).cast("B")[:8] if shared is not None and len(shared) >= 8 else None
         if not _prctl(_PR_SET_CHILD_SUBREAPER, 1):
@@ -182,6 +185,17 @@ class Zygote:
                 os.waitpid(self.pid, 0)
             except ChildProcessError:  # reaped already (Pool.reap)
                 pass
+
+
+def _cuda_loaded() -> bool:
+    """Whether this process loaded the CUDA driver (the script touched a GPU before
+    ``init``): forked workers would inherit its context and ignore their own
+    ``CUDA_VISIBLE_DEVICES``."""
+    try:
+        with open("/proc/self/maps") as f:
+            return any("libcuda.so" in line for line in f)
+    except OSError:  # pragma: no cover - no /proc
+        return False
 
 
 # -- inside the zygote -----------------------------------------------------------

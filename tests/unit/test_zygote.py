@@ -119,3 +119,15 @@ def test_a_dead_zygote_is_replaced_and_the_new_one_shares_the_memory():
             print("REPLACED")
     """)
     assert "REPLACED" in out
+
+
+def test_no_zygote_once_the_cuda_driver_is_loaded(tmp_path):
+    fake = tmp_path / "libcuda.so.1"  # what /proc/self/maps shows once CUDA is loaded
+    fake.write_bytes(b"\0" * 4096)
+    out = run(f"""
+        import mmap
+        f = open({str(fake)!r}, "rb")
+        m = mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ)
+        print("NONE" if Zygote.start() is None else "FORKED")
+    """)
+    assert "NONE" in out
