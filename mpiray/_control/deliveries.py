@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from .. import exceptions as exc_mod
+from .._backoff import delivery_poll_interval
 from .._protocol import messages as m
 from .._serialization import loads
 from .._store.shm import parse
@@ -130,6 +131,7 @@ class Deliveries:
             # poll, not sleep, while the bytes move (~4 GB/s or better) and 5 ms more: the
             # service thread's hand-off cost a 100 MiB delivery ~2 ms
             started = time.monotonic() + info[2] / DELIVERY_RATE
+            nap = delivery_poll_interval(info[2])
             try:
                 while d.nbytes is None:
                     entry = self.gcs.objects.get(oid)
@@ -137,7 +139,7 @@ class Deliveries:
                         raise exc_mod.ObjectLostError(f"object {oid} was freed during get()")
                     if entry.info != info:
                         raise LookAgain  # lost at its owner: rebuilt or moved meanwhile
-                    self._cond_wait(end, oid, started)
+                    self._cond_wait(end, oid, started, nap)
             except BaseException:
                 self._unwait(d)  # freed now if it ended, else when it ends
                 raise

@@ -202,10 +202,12 @@ class DriverRuntime(Deliveries):
                     raise LookAgain  # lost at its owner: rebuilt or moved meanwhile
                 self._cond_wait(end, oid)
 
-    def _cond_wait(self, end: float | None, what: Any, started: float | None = None) -> None:
+    def _cond_wait(self, end: float | None, what: Any, started: float | None = None,
+                   nap: float = 0.0) -> None:
         """Wait (holding ``cond``) for the GCS to change.  For the first few ms of a wait
-        the driver thread polls MPI itself (no hand-off to the service thread); after
-        that it sleeps until the service thread notifies it."""
+        the driver thread polls MPI itself (no hand-off to the service thread), every
+        ``nap`` seconds (0: as fast as it can, yielding the core); after that it sleeps
+        until the service thread notifies it."""
         if self.service.error is not None:
             raise exc_mod.RaySystemError(f"mpiray's control thread failed: {self.service.error!r}")
         now = time.monotonic()
@@ -226,7 +228,10 @@ class DriverRuntime(Deliveries):
                 return
             cond.release()  # spin, yielding the core: a reply a few tens of µs away costs no
             try:            # timer wake-up (a 30 µs sleep here took ~100 µs: sync 250 -> 215 µs)
-                os.sched_yield()
+                if nap:
+                    time.sleep(nap)
+                else:
+                    os.sched_yield()
             finally:
                 cond.acquire()
             return

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import Any
 
-from .._backoff import Backoff, tighten_timer_slack
+from .._backoff import Backoff, delivery_poll_interval, tighten_timer_slack
 from .._liveness import process_alive
 from .._protocol import messages as m
 from .._protocol.messages import Failure
@@ -44,12 +44,6 @@ PREFETCH_SMALL_BYTES = 4096
 # can delay (the pid check catches a dead rank 0 on the same host at once)
 ZERO_SILENCE_FACTOR = 3
 SPIN_SECONDS = 0.001  # after activity the loop polls without sleeping this long (yielding the core)
-# a raylet waiting for a delivery polls about 16 times in the shortest time the Put could take
-# (at 40 GB/s, above any copy seen), at most every millisecond: its DELIVERED is seen at most
-# ~6% late, and the copy keeps the host (polling every 30 µs through a 1 GiB Put took half a
-# core of a 2-core host and slowed the Put by a quarter)
-FASTEST_PUT = 40e9
-DELIVERY_POLLS = 16
 
 
 def _inline_bytes(task: LocalTask) -> int:
@@ -264,7 +258,7 @@ class Raylet(RayletLeases):
                     offset = self.regions.reserve(oid, info[2], self.waiting.__contains__)
                 if offset is not None:  # the owner Puts it straight into this rank's arena
                     self.t.send(owner, (m.DELIVER, oid, self.rank, offset, info[2]))
-                    self.delivering[oid] = min(1e-3, info[2] / FASTEST_PUT / DELIVERY_POLLS)
+                    self.delivering[oid] = delivery_poll_interval(info[2])
                 else:
                     self.xfer.request(oid, owner)
                 self.pull_started[oid] = time.monotonic()
