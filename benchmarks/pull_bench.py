@@ -150,20 +150,29 @@ def main() -> int:
         res = mpiray_phase(sizes, args.reps)  # only rank 0 gets here; raylets exit in init()
         print("RESULT " + json.dumps(res))
         return 0
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    ours: dict = {}
-    for _ in range(args.rounds):
-        cmd = [mpiexec, "-n", "3", sys.executable, __file__, "--phase", "mpiray", "--sizes", args.sizes,
-               "--reps", str(args.reps + args.warmup)]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-        if out.returncode != 0 or not line:
-            sys.exit(f"run failed:\n{out.stdout}\n{out.stderr}")
-        for kind, by_size in json.loads(line[0][7:]).items():
-            for n, values in by_size.items():
-                ours.setdefault(kind, {}).setdefault(int(n), []).extend(values[args.warmup:])
+    ours = measure(args.sizes, args.reps, args.rounds, args.warmup)
     report(sizes, ours, args.out)
     return 0
+
+
+def measure(sizes: str, reps: int, rounds: int, warmup: int = 1,
+            timeout: float = 900) -> dict[str, dict[int, list[float]]]:
+    """``rounds`` launches of ``mpiexec -n 3`` (``sizes``: MiB, comma separated); the samples
+    of every column (GB/s), warm-ups dropped: {"driver"|"raylet"|"task"|"warm"|"fresh":
+    {nbytes: [...]}}."""
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    ours: dict = {}
+    for _ in range(rounds):
+        cmd = [mpiexec, "-n", "3", sys.executable, os.path.abspath(__file__), "--phase", "mpiray",
+               "--sizes", sizes, "--reps", str(reps + warmup)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+        if out.returncode != 0 or not line:
+            raise RuntimeError(f"pull benchmark failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+        for kind, by_size in json.loads(line[0][7:]).items():
+            for n, values in by_size.items():
+                ours.setdefault(kind, {}).setdefault(int(n), []).extend(values[warmup:])
+    return ours
 
 
 def report(sizes, ours, out_path) -> None:

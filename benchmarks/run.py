@@ -249,6 +249,40 @@ def bench_system(
     return records, notes
 
 
+def bench_pull(args, wanted: list[str], meta: dict) -> tuple[list[dict], list[str]]:
+    """The cross-rank pull sizes asked for, by ``pull_bench.py``: rows for "mpiray" (the
+    raylet's pull) and "mpi4py-rma" (a raw Get in the same launches, sample by sample)."""
+    import pull_bench
+
+    names = [n for n in _workloads.PULL_MIB if n in wanted and (_workloads.ALL[n].quick or not args.quick)]
+    if not names:
+        return [], []
+    if not _mpiexec():
+        return [], ["cross-rank pull: skipped: no mpiexec found"]
+    sizes = ",".join(str(_workloads.PULL_MIB[n]) for n in names)
+    reps, rounds = (1, 1) if args.quick else (4, 3)
+    try:
+        samples = pull_bench.measure(sizes, reps, rounds, timeout=300 if args.quick else 900)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        return [], [f"cross-rank pull failed: {exc}"]
+    from importlib import metadata as md
+
+    rows = []
+    for name in names:
+        n = _workloads.PULL_MIB[name] << 20
+        for system, kind, dist in (("mpiray", "raylet", "mpiray"), ("mpi4py-rma", "warm", "mpi4py")):
+            values = samples[kind][n]
+            rows.append({"system": system, "version": md.version(dist), "workload": name,
+                         "value": statistics.median(values), "unit": "GB/s", "min": min(values),
+                         "max": max(values), "samples": values, "size": n, "higher_is_better": True,
+                         "ranks": 3, "quick": args.quick,
+                         "extra": {"driver_get": statistics.median(samples["driver"][n]),
+                                   "task_pull": statistics.median(samples["task"][n]),
+                                   "raw_get_fresh": statistics.median(samples["fresh"][n])}
+                         if system == "mpiray" else None, **meta})
+    return rows, []
+
+
 def compile_mpiray() -> None:
     """Byte-compile mpiray, as ``pip install`` of a wheel does (an editable install does not,
     and with PYTHONDONTWRITEBYTECODE every process would compile it again at start-up,
@@ -297,6 +331,15 @@ def main(argv: list[str] | None = None) -> int:
         notes += system_notes
         failed |= any("failed" in n for n in system_notes)
         print(f"[{system}: {time.time() - t0:.0f} s]", file=sys.stderr, flush=True)
+    if "mpiray" in systems:
+        t0 = time.time()
+        pull_rows, pull_notes = bench_pull(args, wanted, meta)
+        rows += pull_rows
+        notes += pull_notes
+        failed |= any("failed" in n for n in pull_notes)
+        if pull_rows and "mpi4py-rma" not in systems:
+            systems.append("mpi4py-rma")
+        print(f"[cross-rank pull: {time.time() - t0:.0f} s]", file=sys.stderr, flush=True)
     if args.out:
         with open(args.out, "a") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)

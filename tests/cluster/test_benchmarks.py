@@ -19,3 +19,20 @@ def test_pull_bench_smoke(tmp_path):
     assert all(row["workload"] == "pull_1MiB" and row["value"] > 0 for row in rows), rows
     assert "driver get" in r.stdout and "raylet pull" in r.stdout and "task pull" in r.stdout, r
     assert not r.leftovers(), r.leftovers()
+
+
+def test_run_quick_with_the_pull_and_report(tmp_path):
+    out = tmp_path / "run.jsonl"
+    r = run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--systems", "mpiray",
+             "--workloads", "single_client_tasks_sync,cross_rank_pull_1MiB", "--out", str(out)], timeout=240)
+    assert r.returncode == 0, r
+    rows = {(row["system"], row["workload"]): row for row in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {("mpiray", "single_client_tasks_sync"), ("mpiray", "cross_rank_pull_1MiB"),
+                         ("mpi4py-rma", "cross_rank_pull_1MiB")}, rows
+    assert all(row["value"] > 0 and row["git_sha"] for row in rows.values()), rows
+    assert rows[("mpiray", "cross_rank_pull_1MiB")]["extra"]["driver_get"] > 0, rows
+    assert "mpi4py-rma" in r.stdout.splitlines()[1], r  # the table's header
+    rep = run([sys.executable, str(ROOT / "benchmarks" / "report.py"), str(out)], timeout=60)
+    assert rep.returncode == 0, rep
+    assert "| sync round trip <= 1/10 of Ray's | " in rep.stdout and "no ray figure" in rep.stdout, rep
+    assert not r.leftovers(), r.leftovers()
