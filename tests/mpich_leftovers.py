@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import tempfile
 
 
 def mpich_segments() -> set[str]:
@@ -26,6 +27,20 @@ def remove_unmapped(paths: set[str]) -> None:
             except OSError:
                 pass
     for path in paths - mapped:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def hydra_files() -> set[str]:
+    """The topology files MPICH's mpiexec (Hydra) writes to the temporary folder: it
+    removes its own when it exits normally, not when one of its ranks was killed."""
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "hydra_hwloc_xmlfile_*")))
+
+
+def remove_files(paths: set[str]) -> None:
+    for path in paths:
         try:
             os.unlink(path)
         except FileNotFoundError:

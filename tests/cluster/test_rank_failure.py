@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_mpi, run_python
-from mpich_leftovers import mpich_segments, remove_unmapped
+from mpich_leftovers import hydra_files, mpich_segments, remove_files, remove_unmapped
 
 from mpiray._store.shm import default_root, sweep_stale
 
@@ -17,11 +17,12 @@ RAYLET_ERROR = str(Path(__file__).with_name("apps") / "raylet_error.py")
 
 @pytest.fixture(autouse=True)
 def no_mpich_leftovers():
-    """Every test here kills or aborts a job: remove the MPICH segments and the store
-    folders (whose processes are all gone) that it left."""
-    before = mpich_segments()
+    """Every test here kills or aborts a job: remove the MPICH segments, mpiexec's
+    topology files and the store folders (whose processes are all gone) that it left."""
+    before, hydra_before = mpich_segments(), hydra_files()
     yield
     remove_unmapped(mpich_segments() - before)
+    remove_files(hydra_files() - hydra_before)  # the job's processes are gone (check())
     sweep_stale(default_root(), min_age=0)
 
 
