@@ -72,6 +72,14 @@ def tasks_sync(api, t, n):
     return _timed(run)
 
 
+def roundtrip_after_idle(api, t, n):
+    """One round trip after ``n`` tenths of a second with nothing to do (idle loops sleep
+    longer and longer: what does the first task after a pause cost?)."""
+    api.get(t.noop.remote())
+    time.sleep(n / 10)
+    return _timed(lambda: api.get([t.noop.remote(), t.noop.remote()]))
+
+
 def chain(api, t, n):
     def run():
         ref = t.inc.remote(0)
@@ -167,6 +175,17 @@ REGISTRY: dict[str, tuple[Workload, Callable]] = {
                 "n x get(f.remote()): one round trip",
             ),
             tasks_sync,
+        ),
+        (
+            _W(
+                "roundtrip_after_idle",
+                "ms",
+                30,
+                10,
+                False,
+                "get of two no-op tasks after n/10 s idle (3 s; --quick 1 s)",
+            ),
+            roundtrip_after_idle,
         ),
         (
             _W(

@@ -101,6 +101,7 @@ def run_raylet(transport: Any) -> None:
     later = arena_mod.wanted(config, hosts)
     raylet = Raylet(transport, config, session, hosts, node, hello["driver_pid"],
                     start_workers=not later)  # otherwise workers start now
+    raylet.pool.watch_wake(transport.enable_wake(raylet.store.root, hosts))
     transport.gather(node)
     transport.open_stage(config.staging_bytes, STAGING_SLOTS)
     if later:
@@ -118,6 +119,8 @@ def run_raylet(transport: Any) -> None:
         transport.close_stage()
     finally:
         raylet.pool.shutdown(timeout=1.0)
+        if raylet.pool.wake is not None:
+            raylet.pool.wake.close()
         transport.close()
         if watched is not None:
             watched.close()

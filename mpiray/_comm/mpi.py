@@ -25,6 +25,8 @@ import sys
 from collections import defaultdict
 from typing import Any
 
+from .._protocol.messages import HEARTBEAT
+
 CTRL_TAG = 11
 
 
@@ -65,6 +67,7 @@ class Transport:
         self.nslots = self.slot_size = 0
         self._arena_win: Any = None
         self.arena: Any = None
+        self.pokers: Any = None  # wake.Pokers: ranks of this host woken when sent to
 
     # -- start-up (collective) ---------------------------------------------
     def bcast(self, obj: Any) -> Any:
@@ -85,6 +88,8 @@ class Transport:
             out, self._out = self._out, defaultdict(list)
             for dest, msgs in out.items():
                 self._reqs.append(self.comm.isend(msgs, dest=dest, tag=CTRL_TAG))
+                if self.pokers is not None and (len(msgs) > 1 or msgs[0][0] != HEARTBEAT):
+                    self.pokers.poke(dest)  # (a heartbeat can wait for the next poll)
         if self._reqs:
             self._reqs = [r for r in self._reqs if not r.Test()]
 
@@ -190,8 +195,21 @@ class Transport:
             time.sleep(0.0005)
             self.flush()
 
+    def enable_wake(self, folder: str, hosts: list[str]) -> Any:
+        """Listen for pokes (``_comm/wake.py``) in ``folder``, the host's session folder,
+        and poke the other ranks of this host after each send to them; returns this rank's
+        ``WakePipe``, for its loop to wait on."""
+        from .wake import Pokers, WakePipe, wake_path
+
+        pipe = WakePipe(wake_path(folder, self.rank))
+        self.pokers = Pokers({r: wake_path(folder, r) for r in range(self.size)
+                              if r != self.rank and hosts[r] == hosts[self.rank]})
+        return pipe
+
     def close(self) -> None:
         """Disconnect from spawned peers (collective over the merged world)."""
+        if self.pokers is not None:
+            self.pokers.close()
         if self._inter is not None:
             try:
                 self.comm.Disconnect()

@@ -60,6 +60,7 @@ class DriverRuntime(Deliveries):
             if info["host"] == hosts[0]:
                 self.service.same_host.add(info["rank"])
         self.service.silence_limit = config.heartbeat_timeout
+        self.service.wake_pipe = transport.enable_wake(self.store.root, hosts)
         self.arena: Any = None  # _store/arena.Arena when rank 0 opened a delivery arena
         self.delivered: Any = None  # oid -> exporter of its arena region, while a value views it
         if getattr(transport, "arena", None) is not None and len(transport.arena):  # _startup.py

@@ -22,6 +22,7 @@ latency.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import threading
 import time
@@ -50,6 +51,8 @@ class Service:
         self.tracker = tracker
         self.cond = threading.Condition(threading.Lock())
         self.wake_event = threading.Event()
+        self.wake_pipe: Any = None  # _comm/wake.WakePipe: raylets of this host poke it
+        self.sleeping = False
         self.io_lock = threading.Lock()  # one thread at a time moves messages
         self.stop = False
         self.byes: set[int] = set()
@@ -77,6 +80,24 @@ class Service:
 
     def wake(self) -> None:
         self.wake_event.set()
+        if self.sleeping:  # (set before it checks the event: one of the two sees the other)
+            self.wake_pipe.poke_self()
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the driver's ``wake()`` or a poke from a rank of this
+        host; True if poked."""
+        pipe = self.wake_pipe
+        if pipe is None:
+            self.wake_event.wait(seconds)
+            return False
+        self.sleeping = True
+        try:
+            if self.wake_event.is_set():
+                return False
+            readable, _, _ = select.select([pipe.fd], [], [], seconds)
+            return bool(readable) and pipe.drain()
+        finally:
+            self.sleeping = False
 
     # -- loop --------------------------------------------------------------
     def _run(self) -> None:
@@ -91,7 +112,7 @@ class Service:
                 if self.step():
                     backoff.reset()
                     continue
-                self.wake_event.wait(backoff.next())
+                self._sleep(backoff.next())  # poked or not, the next step says if it was activity
                 self.wake_event.clear()
         except BaseException as exc:  # surfaced to the driver by get()/shutdown()
             self.error = exc
@@ -306,4 +327,6 @@ class Service:
         self.transport.drain_sends()
         if self.leases is not None:
             self.leases.shutdown()
+        if self.wake_pipe is not None and not self.thread.is_alive():
+            self.wake_pipe.close()
         return [r for r in ranks if r not in self.byes]

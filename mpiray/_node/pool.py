@@ -97,6 +97,8 @@ class Pool:
         self.max_idle = max_idle
         self.workers: dict[int, Worker] = {}  # fileno -> Worker
         self.selector = selectors.DefaultSelector()  # every worker socket, registered once
+        self.wake: Any = None  # _comm/wake.WakePipe: another rank of this host sent us something
+        self.poked = False  # ... and it woke the last wait
         self.idle: dict[tuple, list[Worker]] = {}
         self._reap: list[Any] = []  # stopped workers (Popen or zygote.ForkedProc) not yet waited for
         self.zygote: Any = None  # zygote.Zygote: forks workers that share the raylet's arena
@@ -143,9 +145,25 @@ class Pool:
         microseconds, so a short wait still wakes the moment a worker writes.
         """
         if 0 < timeout < 1e-3 and len(self.workers) < 512:
-            fds, _, _ = select.select(list(self.workers), [], [], timeout)
-            return [self.workers[fd] for fd in fds]
-        return [key.data for key, _ in self.selector.select(timeout)]
+            fds, _, _ = select.select([*self.workers, *self._wake_fds], [], [], timeout)
+            ready = [self.workers[fd] for fd in fds if fd in self.workers]
+            if len(ready) < len(fds):
+                self.poked = self.wake.drain()
+            return ready
+        ready = [key.data for key, _ in self.selector.select(timeout)]
+        if None in ready:
+            self.poked = self.wake.drain()
+            ready = [w for w in ready if w is not None]
+        return ready
+
+    @property
+    def _wake_fds(self) -> tuple:
+        return (self.wake.fd,) if self.wake is not None else ()
+
+    def watch_wake(self, pipe: Any) -> None:
+        """Wait on ``pipe`` too: a poke ends the wait like a worker's message."""
+        self.wake = pipe
+        self.selector.register(pipe.fd, selectors.EVENT_READ, None)
 
     def take(self, gpus: tuple) -> Worker:
         """An idle worker for this GPU set, starting one if needed."""

@@ -144,6 +144,7 @@ class Raylet(RayletLeases):
             if not self.running:
                 break
             ready = self.pool.ready(0 if busy else delay)
+            poked, self.pool.poked = self.pool.poked, False  # a rank of this host sent something
             for w in ready:
                 busy = True
                 self._from_worker(w)
@@ -159,6 +160,8 @@ class Raylet(RayletLeases):
             if busy:
                 backoff.reset()
             delay = backoff.next()
+            if poked:  # poll again at once; what came decides whether the loop wakes up (a
+                delay = 0.0  # heartbeat does not: an idle loop stays idle)
             if self.delivering:  # an owner Puts: its DELIVERED is to be seen soon after its end
                 delay = max(backoff.fast, min(self.delivering.values()))
             if now - last_check > 1.0:
@@ -432,6 +435,8 @@ class Raylet(RayletLeases):
         self.pool.shutdown()
         if self.regions is not None:
             self.regions.close()
+        if self.pool.wake is not None:
+            self.pool.wake.close()  # its pipe lives in the session folder
         self.store.destroy()
         self.t.send(0, (m.BYE,))
         self.t.drain_sends()

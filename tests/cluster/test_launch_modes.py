@@ -78,3 +78,11 @@ def test_idle_cluster_does_not_spin():
     frac = float(r.stdout.split("IDLE_CPU_FRACTION")[1].split()[0])
     # a busy-waiting loop anywhere would cost a whole core (1.0)
     assert frac < 0.1, f"idle cluster used {frac:.1%} of a core"
+
+
+def test_ranks_of_a_host_listen_for_wake_ups_and_leave_nothing():
+    r = run_python(str(APPS / "wake_pipes.py"), timeout=90)
+    assert r.returncode == 0, r
+    assert "PIPES .wake-r0 .wake-r1 .wake-r2" in r.stdout, r
+    assert "FOLDER_LEFT False" in r.stdout, r
+    assert not r.leftovers(), r.leftovers()

@@ -1,0 +1,71 @@
+"""Waking a sleeping rank of the same host through its named pipe (no MPI)."""
+
+import os
+import select
+import stat
+
+from mpiray._comm import wake
+
+
+def _readable(fd, timeout=0.0):
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def test_a_poke_wakes_the_pipe_and_drain_empties_it(tmp_path):
+    pipe = wake.WakePipe(wake.wake_path(str(tmp_path), 1))
+    try:
+        assert stat.S_ISFIFO(os.stat(pipe.path).st_mode)
+        assert not _readable(pipe.fd)
+        pokers = wake.Pokers({1: pipe.path})
+        pokers.poke(1, now=10.0)
+        assert _readable(pipe.fd, 1.0)
+        assert pipe.drain() is True
+        assert not _readable(pipe.fd) and pipe.drain() is False
+        pokers.close()
+        assert not _readable(pipe.fd)  # a writer going away is no end-of-file: the reader holds one
+    finally:
+        pipe.close()
+
+
+def test_pokes_are_spaced_and_only_for_known_ranks(tmp_path):
+    pipe = wake.WakePipe(wake.wake_path(str(tmp_path), 2))
+    try:
+        pokers = wake.Pokers({2: pipe.path})
+        pokers.poke(2, now=5.0)
+        pokers.poke(2, now=5.0 + wake.POKE_GAP / 2)  # too soon: no second byte
+        assert os.read(pipe.fd, 16) == b"\0"
+        pokers.poke(2, now=5.0 + 2 * wake.POKE_GAP)
+        assert os.read(pipe.fd, 16) == b"\0"
+        pokers.poke(3, now=9.0)  # another host's rank: nothing to poke
+        assert 3 not in pokers.fds
+        pokers.close()
+    finally:
+        pipe.close()
+
+
+def test_poking_a_rank_not_listening_is_silent(tmp_path):
+    path = wake.wake_path(str(tmp_path), 4)
+    pokers = wake.Pokers({4: path})
+    pokers.poke(4, now=1.0)  # no pipe yet
+    assert pokers.fds == {}
+    pipe = wake.WakePipe(path)
+    pokers.poke(4, now=2.0)  # it listens now
+    assert _readable(pipe.fd, 1.0)
+    pipe.close()
+    assert not os.path.exists(path)
+    pipe.close()  # twice: nothing
+    pokers.poke(4, now=3.0)  # gone again: still silent
+    pokers.close()
+
+
+def test_a_full_pipe_is_a_pending_wake_up(tmp_path):
+    pipe = wake.WakePipe(wake.wake_path(str(tmp_path), 5))
+    try:
+        for _ in range(100_000):  # fill it (64 KiB): pokes must not block or raise
+            pipe.poke_self()
+        pokers = wake.Pokers({5: pipe.path})
+        pokers.poke(5, now=1.0)
+        assert pipe.drain() is True and not _readable(pipe.fd)
+        pokers.close()
+    finally:
+        pipe.close()
