@@ -198,10 +198,14 @@ class Transport:
     def enable_wake(self, folder: str, hosts: list[str]) -> Any:
         """Listen for pokes (``_comm/wake.py``) in ``folder``, the host's session folder,
         and poke the other ranks of this host after each send to them; returns this rank's
-        ``WakePipe``, for its loop to wait on."""
+        ``WakePipe``, for its loop to wait on (None where the folder cannot hold a named
+        pipe: the loop then polls on its own, as ranks of other hosts do)."""
         from .wake import Pokers, WakePipe, wake_path
 
-        pipe = WakePipe(wake_path(folder, self.rank))
+        try:
+            pipe = WakePipe(wake_path(folder, self.rank))
+        except OSError:
+            pipe = None
         self.pokers = Pokers({r: wake_path(folder, r) for r in range(self.size)
                               if r != self.rank and hosts[r] == hosts[self.rank]})
         return pipe

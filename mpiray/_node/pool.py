@@ -161,9 +161,10 @@ class Pool:
         return (self.wake.fd,) if self.wake is not None else ()
 
     def watch_wake(self, pipe: Any) -> None:
-        """Wait on ``pipe`` too: a poke ends the wait like a worker's message."""
+        """Wait on ``pipe`` too (if any): a poke ends the wait like a worker's message."""
         self.wake = pipe
-        self.selector.register(pipe.fd, selectors.EVENT_READ, None)
+        if pipe is not None:
+            self.selector.register(pipe.fd, selectors.EVENT_READ, None)
 
     def take(self, gpus: tuple) -> Worker:
         """An idle worker for this GPU set, starting one if needed."""

@@ -69,3 +69,19 @@ def test_a_full_pipe_is_a_pending_wake_up(tmp_path):
         pokers.close()
     finally:
         pipe.close()
+
+
+def test_a_folder_that_cannot_hold_a_pipe_means_no_wake_ups(tmp_path):
+    from mpiray._comm.mpi import Transport
+
+    class Comm:
+        def Get_rank(self):
+            return 0
+
+        def Get_size(self):
+            return 2
+
+    t = Transport(Comm())
+    assert t.enable_wake(str(tmp_path / "missing"), ["h", "h"]) is None  # no such folder
+    assert t.pokers.paths == {1: wake.wake_path(str(tmp_path / "missing"), 1)}
+    t.pokers.poke(1)  # nobody listens: silent
