@@ -36,6 +36,13 @@ class Backoff:
         self._last = time.monotonic()
         self._delay = self.fast
 
+    def note(self, when: float) -> None:
+        """Activity at ``when`` (seen by another thread): back to short waits if it is newer
+        than what this back-off knew."""
+        if when > self._last:
+            self._last = when
+            self._delay = self.fast
+
     def next(self) -> float:
         """Seconds to sleep now (0: poll again at once, yielding the core)."""
         quiet = time.monotonic() - self._last

@@ -39,10 +39,15 @@ class WakePipe:
         except FileNotFoundError:
             pass
         os.mkfifo(path, 0o600)
-        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        # held open by the reader too: with no writer left a pipe reads end-of-file, and a
-        # selector would then see it readable for ever
-        self._hold = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        self.fd = self._hold = -1
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            # held open by the reader too: with no writer left a pipe reads end-of-file, and
+            # a selector would then see it readable for ever
+            self._hold = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            self.close()
+            raise
 
     def drain(self) -> bool:
         """Empty the pipe; True if it had been poked."""
@@ -63,26 +68,29 @@ class WakePipe:
 
     def close(self) -> None:
         """Stop listening (again: nothing); before the session folder is removed."""
-        if self.fd < 0:
+        if self.path is None:
             return
         for fd in (self.fd, self._hold):
-            try:
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
         self.fd = self._hold = -1
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+        self.path = None
 
 
 class Pokers:
-    """Pokes the pipes of other ranks of this host (rank -> path)."""
+    """Pokes the pipes of other ranks of this host (rank -> path).
+
+    Each poke opens the pipe, writes and closes (a few microseconds, at most every
+    ``POKE_GAP``): opening fails (``ENXIO``) when nobody reads it, where a write into a
+    descriptor kept from before, whose reader has ended since, would raise ``SIGPIPE``,
+    which kills a driver whose script restored that signal's default action."""
 
     def __init__(self, paths: dict[int, str]):
         self.paths = paths
-        self.fds: dict[int, int] = {}
         self.last: dict[int, float] = {}
 
     def poke(self, rank: int, now: float | None = None) -> None:
@@ -93,23 +101,16 @@ class Pokers:
         if now - self.last.get(rank, -1.0) < POKE_GAP:
             return
         self.last[rank] = now
-        fd = self.fds.get(rank)
-        if fd is None:
-            try:
-                fd = self.fds[rank] = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:  # not listening (yet, or any more): it polls on its own
-                return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # not listening (yet, or any more): it polls on its own
+            return
         try:
             os.write(fd, b"\0")
-        except BlockingIOError:
-            pass  # full: a wake-up is pending already
-        except OSError:  # gone
-            os.close(self.fds.pop(rank))
+        except OSError:  # full (a wake-up is pending already), or gone
+            pass
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
-        for fd in self.fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.fds.clear()
+        """Nothing held (kept for symmetry with ``WakePipe``)."""

@@ -52,7 +52,9 @@ class Service:
         self.cond = threading.Condition(threading.Lock())
         self.wake_event = threading.Event()
         self.wake_pipe: Any = None  # _comm/wake.WakePipe: raylets of this host poke it
+        self._poll: Any = None  # select.poll over it (select() fails on descriptors >= 1024)
         self.sleeping = False
+        self.active_at = 0.0  # when a step (of either thread) last moved something
         self.io_lock = threading.Lock()  # one thread at a time moves messages
         self.stop = False
         self.byes: set[int] = set()
@@ -83,19 +85,21 @@ class Service:
         if self.sleeping:  # (set before it checks the event: one of the two sees the other)
             self.wake_pipe.poke_self()
 
-    def _sleep(self, seconds: float) -> bool:
-        """Wait up to ``seconds`` for the driver's ``wake()`` or a poke from a rank of this
-        host; True if poked."""
+    def _sleep(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for the driver's ``wake()`` or, for waits of a millisecond
+        or more (``poll`` counts whole ones; shorter waits end soon anyway), a poke from a
+        rank of this host."""
         pipe = self.wake_pipe
-        if pipe is None:
+        if pipe is None or seconds < 1e-3:
             self.wake_event.wait(seconds)
-            return False
+            return
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(pipe.fd, select.POLLIN)
         self.sleeping = True
         try:
-            if self.wake_event.is_set():
-                return False
-            readable, _, _ = select.select([pipe.fd], [], [], seconds)
-            return bool(readable) and pipe.drain()
+            if not self.wake_event.is_set() and self._poll.poll(seconds * 1e3):
+                pipe.drain()
         finally:
             self.sleeping = False
 
@@ -108,10 +112,12 @@ class Service:
                 if self.driver_polling or time.monotonic() < self.driver_grace:
                     self.wake_event.wait(0.002)  # the driver thread steps itself meanwhile
                     self.wake_event.clear()
+                    backoff.reset()  # and the messages it moved were activity
                     continue
                 if self.step():
                     backoff.reset()
                     continue
+                backoff.note(self.active_at)  # (the driver thread's steps count too)
                 self._sleep(backoff.next())  # poked or not, the next step says if it was activity
                 self.wake_event.clear()
         except BaseException as exc:  # surfaced to the driver by get()/shutdown()
@@ -135,7 +141,10 @@ class Service:
         mask = (signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
                 if threading.current_thread() is threading.main_thread() else None)
         try:
-            return self._step()
+            moved = self._step()
+            if moved:
+                self.active_at = time.monotonic()
+            return moved
         finally:
             self.io_lock.release()
             if mask is not None:

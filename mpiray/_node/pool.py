@@ -161,7 +161,13 @@ class Pool:
         return (self.wake.fd,) if self.wake is not None else ()
 
     def watch_wake(self, pipe: Any) -> None:
-        """Wait on ``pipe`` too (if any): a poke ends the wait like a worker's message."""
+        """Wait on ``pipe`` too (None: no more): a poke ends the wait like a worker's
+        message."""
+        if self.wake is not None:
+            try:
+                self.selector.unregister(self.wake.fd)
+            except (KeyError, ValueError):
+                pass  # closed already: the selector forgot it
         self.wake = pipe
         if pipe is not None:
             self.selector.register(pipe.fd, selectors.EVENT_READ, None)

@@ -27,3 +27,17 @@ def test_no_spin_by_default():
     b = Backoff()
     b.reset()
     assert b.next() == b.fast
+
+
+def test_activity_seen_by_another_thread_shortens_the_waits():
+    import time as _time
+
+    from mpiray._backoff import Backoff
+
+    b = Backoff(idle_after=0.01, idle=0.02)
+    _time.sleep(0.03)
+    assert b.next() == 0.02  # idle
+    b.note(_time.monotonic() - 1.0)  # older than what it knew: nothing changes
+    assert b.next() == 0.02
+    b.note(_time.monotonic())  # the driver thread moved messages just now
+    assert b.next() == b.fast
