@@ -437,9 +437,10 @@ class Raylet(RayletLeases):
         self.pool.shutdown()
         if self.regions is not None:
             self.regions.close()
-        if self.pool.wake is not None:
-            self.pool.wake.close()  # its pipe lives in the session folder
+        pipe = self.pool.wake
+        if pipe is not None:  # its pipe lives in the session folder
             self.pool.watch_wake(None)
+            pipe.close()
         self.store.destroy()
         self.t.send(0, (m.BYE,))
         self.t.drain_sends()
