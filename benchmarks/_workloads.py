@@ -276,14 +276,13 @@ LIFECYCLE = [
 ]
 # measured by pull_bench.py (mpiexec -n 3, every rank its own host): an object made on rank 1
 # read by a task on rank 2, the raylet's pull alone (system "mpiray"), and a raw mpi4py RMA Get
-# of the same size in the same launch, sample by sample (system "mpi4py-rma"); ``full``/``quick``
-# say whether a size runs in that mode
+# of the same size in the same launch, sample by sample (system "mpi4py-rma"); ``full`` is the
+# size in MiB, ``quick`` the same or 0 (not in a --quick run)
 PULL = [
-    _W(f"cross_rank_pull_{label}", "GB/s", 1, int(quick), True,
+    _W(f"cross_rank_pull_{label}", "GB/s", mib, mib if mib < 1024 else 0, True,
        f"an object of {label} pulled by another rank's raylet (MPI one-sided), vs a raw Get")
-    for label, quick in (("1MiB", True), ("100MiB", True), ("1GiB", False))
+    for label, mib in (("1MiB", 1), ("100MiB", 100), ("1GiB", 1024))
 ]
-PULL_MIB = {"cross_rank_pull_1MiB": 1, "cross_rank_pull_100MiB": 100, "cross_rank_pull_1GiB": 1024}
 ALL = {**{name: w for name, (w, _) in REGISTRY.items()}, **{w.name: w for w in LIFECYCLE},
        **{w.name: w for w in PULL}}
 

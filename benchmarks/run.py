@@ -254,12 +254,12 @@ def bench_pull(args, wanted: list[str], meta: dict) -> tuple[list[dict], list[st
     raylet's pull) and "mpi4py-rma" (a raw Get in the same launches, sample by sample)."""
     import pull_bench
 
-    names = [n for n in _workloads.PULL_MIB if n in wanted and (_workloads.ALL[n].quick or not args.quick)]
-    if not names:
+    pulls = [w for w in _workloads.PULL if w.name in wanted and (w.quick or not args.quick)]
+    if not pulls:
         return [], []
     if not _mpiexec():
         return [], ["cross-rank pull: skipped: no mpiexec found"]
-    sizes = ",".join(str(_workloads.PULL_MIB[n]) for n in names)
+    sizes = ",".join(str(w.full) for w in pulls)
     reps, rounds = (1, 1) if args.quick else (4, 3)
     try:
         samples = pull_bench.measure(sizes, reps, rounds, timeout=300 if args.quick else 900)
@@ -268,11 +268,11 @@ def bench_pull(args, wanted: list[str], meta: dict) -> tuple[list[dict], list[st
     from importlib import metadata as md
 
     rows = []
-    for name in names:
-        n = _workloads.PULL_MIB[name] << 20
+    for w in pulls:
+        n = w.full << 20
         for system, kind, dist in (("mpiray", "raylet", "mpiray"), ("mpi4py-rma", "warm", "mpi4py")):
             values = samples[kind][n]
-            rows.append({"system": system, "version": md.version(dist), "workload": name,
+            rows.append({"system": system, "version": md.version(dist), "workload": w.name,
                          "value": statistics.median(values), "unit": "GB/s", "min": min(values),
                          "max": max(values), "samples": values, "size": n, "higher_is_better": True,
                          "ranks": 3, "quick": args.quick,

@@ -212,8 +212,6 @@ class Transport:
 
     def close(self) -> None:
         """Disconnect from spawned peers (collective over the merged world)."""
-        if self.pokers is not None:
-            self.pokers.close()
         if self._inter is not None:
             try:
                 self.comm.Disconnect()

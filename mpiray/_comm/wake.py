@@ -112,5 +112,3 @@ class Pokers:
         finally:
             os.close(fd)
 
-    def close(self) -> None:
-        """Nothing held (kept for symmetry with ``WakePipe``)."""

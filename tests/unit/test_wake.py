@@ -37,7 +37,6 @@ def test_pokes_are_spaced_and_only_for_known_ranks(tmp_path):
         assert os.read(pipe.fd, 16) == b"\0"
         pokers.poke(3, now=9.0)  # another host's rank: nothing to poke
         assert 3 not in pokers.last and not _readable(pipe.fd)
-        pokers.close()
     finally:
         pipe.close()
 
@@ -53,7 +52,6 @@ def test_poking_a_rank_not_listening_is_silent(tmp_path):
     assert not os.path.exists(path)
     pipe.close()  # twice: nothing
     pokers.poke(4, now=3.0)  # gone again: still silent
-    pokers.close()
 
 
 def test_a_full_pipe_is_a_pending_wake_up(tmp_path):
@@ -64,7 +62,6 @@ def test_a_full_pipe_is_a_pending_wake_up(tmp_path):
         pokers = wake.Pokers({5: pipe.path})
         pokers.poke(5, now=1.0)
         assert pipe.drain() is True and not _readable(pipe.fd)
-        pokers.close()
     finally:
         pipe.close()
 
