@@ -279,8 +279,8 @@ class Service:
 
     def fatal(self, message: str) -> None:
         try:
-            self.on_fatal()
-            os.write(2, (message + "\n").encode())
+            os.write(2, (message + "\n").encode())  # first: the launcher may kill us any moment
+            self.on_fatal()  # (then the watchdog need not say it too)
             if self.store is not None:  # this host's share of the job's objects
                 import shutil
 
