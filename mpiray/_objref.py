@@ -51,6 +51,16 @@ class RefTracker:
         return len(self._counts)
 
 
+# The serialization context of this thread (set by _serialization): while ``dumps`` runs,
+# ``seen`` collects the ids of the refs pickled; while ``loads`` runs, ``tracker`` counts
+# the refs rebuilt.
+context = threading.local()
+
+
+def _rebuild(object_id: str) -> "ObjectRef":
+    return ObjectRef(object_id, getattr(context, "tracker", None))
+
+
 class ObjectRef:
     """A reference to an object in the cluster; pass it to tasks or ``get`` it."""
 
@@ -90,9 +100,10 @@ class ObjectRef:
         return f"ObjectRef({self._id})"
 
     def __reduce__(self):
-        from . import _serialization
-
-        return _serialization.rebuild_ref(self)
+        seen = getattr(context, "seen", None)
+        if seen is not None:
+            seen.append(self._id)
+        return _rebuild, (self._id,)
 
     def __await__(self):  # pragma: no cover - asyncio support is not built yet
         raise TypeError("awaiting an ObjectRef is not supported yet; call mpiray.get(ref)")

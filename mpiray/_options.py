@@ -9,6 +9,7 @@ wherever it came from.  Resource quantities are kept as integers in units of
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 from typing import Any, Mapping
 
@@ -44,6 +45,11 @@ class TaskOptions:
 
     def replace(self, **changes: Any) -> "TaskOptions":
         return validate_options(self, changes)
+
+    @functools.cached_property
+    def units(self) -> dict[str, int]:
+        """``demand()``, computed once (the options are frozen); read-only by convention."""
+        return self.demand()
 
     def demand(self) -> dict[str, int]:
         """The resource request in integer units, zero entries left out."""

@@ -18,7 +18,7 @@ from . import exceptions as exc_mod
 from ._objref import ObjectRef, RefTracker
 from ._options import TaskOptions
 from ._protocol.messages import Failure, TaskSpec
-from ._serialization import Blob, dumps, loads
+from ._serialization import ATOMS, Blob, dumps, loads, plain_blob
 from ._store import shm
 
 
@@ -49,10 +49,11 @@ def _walk(value: Any, found: list, nested: bool, depth: int = 0) -> None:
 
 def arg_dependencies(args: tuple, kwargs: dict, nested: bool) -> tuple:
     found: list = []
-    for v in args:
-        _walk(v, found, nested)
-    for v in kwargs.values():
-        _walk(v, found, nested)
+    for v in (*args, *kwargs.values()):
+        if type(v) is ObjectRef:  # the usual case, f.remote(*refs), without a call per item
+            found.append(v._id)
+        elif type(v) not in ATOMS:
+            _walk(v, found, nested)
     return tuple(dict.fromkeys(found))
 
 
@@ -80,15 +81,15 @@ def make_spec(task_id: str, name: str, func_id: str, args: tuple, kwargs: dict,
               options: TaskOptions, inline_limit: int,
               store_args: Callable[[Blob], str]) -> TaskSpec:
     """Build the spec; arguments over ``inline_limit`` go to the store via ``store_args``."""
-    deps = arg_dependencies(args, kwargs, options.resolve_nested_refs)
-    if args or kwargs:
+    deps: tuple = ()
+    blob = plain_blob((args, kwargs)) if args or kwargs else None  # no refs to look for
+    if blob is None and (args or kwargs):
+        deps = arg_dependencies(args, kwargs, options.resolve_nested_refs)
         try:
             blob = dumps((args, kwargs))
         except TypeError as exc:
             raise TypeError(f"{name}.remote(): an argument cannot be serialized "
                             f"({_which_arg(args, kwargs)}): {exc}") from None
-    else:
-        blob = None
     args_ref = None
     arg_refs = blob.refs if blob is not None else ()
     if blob is not None and blob.nbytes() > inline_limit:
@@ -101,7 +102,7 @@ def make_spec(task_id: str, name: str, func_id: str, args: tuple, kwargs: dict,
     n = options.num_returns
     return TaskSpec(
         task_id=task_id, name=options.name or name, func_id=func_id, args=blob, args_ref=args_ref,
-        deps=deps, return_ids=tuple(f"{task_id}.{i}" for i in range(n)), demand=options.demand(),
+        deps=deps, return_ids=tuple(f"{task_id}.{i}" for i in range(n)), demand=options.units,
         max_retries=options.max_retries, retry_exceptions=options.retry_exceptions,
         resolve_nested_refs=options.resolve_nested_refs, strategy=options.scheduling_strategy,
         arg_refs=arg_refs)

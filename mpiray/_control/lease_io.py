@@ -16,6 +16,7 @@ import time
 from multiprocessing.connection import Connection
 
 from .._protocol import messages as m
+from .._protocol.channel import Channel
 from .._watchdog import unix_socket
 
 LEASE_IDLE = 0.01  # s a lease may sit idle before it goes back to its raylet
@@ -53,7 +54,7 @@ class LeaseIO:
                     sock.close()  # the socket's name is visible to every user of the host
                     continue
                 sock.setblocking(True)
-                conn = Connection(sock.detach())
+                conn = Channel(sock.detach())
                 self.fresh.append(conn)
                 self.poller.register(conn.fileno(), select.POLLIN)
         if not self.fresh and not self.conns:

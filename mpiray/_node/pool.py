@@ -15,19 +15,16 @@ import os
 import select
 import selectors
 import socket
-import struct
 import subprocess
 import sys
 import time
 from collections import deque
 from multiprocessing.connection import Connection
-from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
+from .._protocol.channel import Channel, frame
 from .._watchdog import exit_words
 
-_HEADER = struct.Struct("!i")  # the framing of multiprocessing's Connection: length, then pickle
-_BIG = struct.Struct("!Q")
 
 # launcher variables a child must not see: a task that imports mpi4py must not
 # join (and break) the raylet's MPI job
@@ -70,11 +67,7 @@ class Worker:
 
     def queue_message(self, msg: tuple) -> None:
         """Frame ``msg`` as ``Connection.send`` would; ``write_outbox`` sends the lot."""
-        data = ForkingPickler.dumps(msg)
-        n = len(data)
-        head = _HEADER.pack(n) if n <= 0x7FFFFFFF else _HEADER.pack(-1) + _BIG.pack(n)
-        self.outbox.append(head)
-        self.outbox.append(bytes(data))
+        self.outbox.extend(frame(msg))
 
     def write_outbox(self) -> None:
         """Write every queued message with one system call (one wake-up of the worker).
@@ -116,7 +109,7 @@ class Pool:
                     pass_fds=(child.fileno(),), env=env, close_fds=True)
         finally:
             child.close()
-        conn = Connection(parent.detach())
+        conn = Channel(parent.detach())
         w = Worker(conn, proc, gpus)
         self.workers[conn.fileno()] = w
         self.selector.register(conn.fileno(), selectors.EVENT_READ, w)

@@ -22,6 +22,7 @@ from .. import _api
 from .._objref import ObjectRef, RefTracker
 from .._options import TaskOptions, from_units
 from .._protocol import messages as m
+from .._protocol.channel import Channel
 from .._serialization import Blob, loads
 from .._store.shm import Store, register_spill_root
 from .._protocol.messages import Failure
@@ -40,21 +41,30 @@ class PrefixedStream:
     def __init__(self, raw: Any, ctx: dict):
         self.raw = raw
         self.ctx = ctx
-        self.prefix = ""
+        self.name: str | None = None
+        self._prefix: str | None = ""  # None: not built yet for this task (most tasks print nothing)
         self.partial = ""
+
+    @property
+    def prefix(self) -> str:
+        if self._prefix is None:
+            c = self.ctx
+            self._prefix = f"({self.name} pid={os.getpid()}, rank={c['rank']}, host={c['host']}) "
+        return self._prefix
 
     def set_task(self, name: str | None) -> None:
         if self.partial:
             self.flush()
-        c = self.ctx
-        self.prefix = f"({name} pid={os.getpid()}, rank={c['rank']}, host={c['host']}) " if name else ""
+        self.name = name
+        self._prefix = None if name else ""
 
     def write(self, text: str) -> int:
         data = self.partial + text
         lines = data.split("\n")
         self.partial = lines.pop()
         if lines:
-            self.raw.write("".join(f"{self.prefix}{line}\n" for line in lines))
+            prefix = self.prefix
+            self.raw.write("".join(f"{prefix}{line}\n" for line in lines))
             self.raw.flush()
         return len(text)
 
@@ -129,7 +139,7 @@ class WorkerRuntime:
         if s is None:
             return self.drop_lease()
         try:
-            self.lease_conn = Connection(s.detach())
+            self.lease_conn = Channel(s.detach())
             self.lease_conn.send(lease_id)
             self.lease_poll = select.poll()
             for c in (self.conn, self.lease_conn):
@@ -342,7 +352,7 @@ def main(fd: int) -> None:
         from .._store import regions
 
         regions.attach(*ctx["arena"])
-    conn = Connection(fd)
+    conn = Channel(fd)
     rt = WorkerRuntime(conn, ctx)
     _api._set_worker_runtime(rt)
     out, err = PrefixedStream(sys.stdout, ctx), PrefixedStream(sys.stderr, ctx)

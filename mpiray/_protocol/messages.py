@@ -15,6 +15,7 @@ Object information (``ObjInfo``) says where an object's bytes are:
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import Any
 
 def lease_address(session: str) -> str:
@@ -100,10 +101,10 @@ class TaskSpec:
     parent: str | None = None  # the task that submitted this one (for recursive cancel)
 
     def __reduce__(self):  # positional fields: half the bytes and time of the default
-        return (TaskSpec, tuple(getattr(self, name) for name in _SPEC_FIELDS))
+        return (TaskSpec, _spec_fields(self))
 
 
-_SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(TaskSpec))
+_spec_fields = operator.attrgetter(*(f.name for f in dataclasses.fields(TaskSpec)))
 
 
 @dataclasses.dataclass(slots=True)
