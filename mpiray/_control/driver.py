@@ -10,6 +10,7 @@ node's shared memory (or pulled over MPI first when they live on another host).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -269,32 +270,38 @@ class DriverRuntime(Deliveries):
         end = None if timeout is None else started + timeout
         ready: dict[str, tuple] = {}
         pending = list(dict.fromkeys(ids))
-        objects = self.gcs.objects
+        objects, watch, me = self.gcs.objects, self.gcs.watch, threading.get_ident()
         with self.service.cond:
-            while True:
-                still = []
-                for i, oid in enumerate(pending):
-                    entry = objects.get(oid)
-                    if entry is None:
-                        ready[oid] = ("err", lost_failure(oid, "it was freed (no ObjectRef left)"))
-                    elif entry.state != PENDING:
-                        ready[oid] = entry.info
-                    else:
-                        still.append(oid)
+            try:
+                while True:
+                    still = []
+                    for i, oid in enumerate(pending):
+                        entry = objects.get(oid)
+                        if entry is None:
+                            ready[oid] = ("err", lost_failure(oid, "it was freed (no ObjectRef left)"))
+                        elif entry.state != PENDING:
+                            ready[oid] = entry.info
+                        else:
+                            still.append(oid)
+                            if all_needed:
+                                still.extend(pending[i + 1:])
+                                break
+                    pending = still
+                    if len(ready) >= needed:
+                        return ready
+                    # what wakes this thread: the first pending object when all are needed
+                    # (the rest are looked at once it is made), else any of them
+                    watch[me] = {pending[0]} if all_needed else set(pending)
+                    try:
+                        self._cond_wait(end, f"{len(pending)} object(s)", started)
+                    except exc_mod.GetTimeoutError:
                         if all_needed:
-                            still.extend(pending[i + 1:])
-                            break
-                pending = still
-                if len(ready) >= needed:
-                    return ready
-                try:
-                    self._cond_wait(end, f"{len(pending)} object(s)", started)
-                except exc_mod.GetTimeoutError:
-                    if all_needed:
-                        raise exc_mod.GetTimeoutError(
-                            f"get() timed out after {timeout}s: {len(pending)} of {len(set(ids))} "
-                            f"object(s) not ready (e.g. {pending[0]})") from None
-                    return ready
+                            raise exc_mod.GetTimeoutError(
+                                f"get() timed out after {timeout}s: {len(pending)} of {len(set(ids))} "
+                                f"object(s) not ready (e.g. {pending[0]})") from None
+                        return ready
+            finally:
+                watch.pop(me, None)
 
     def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None
              ) -> tuple[list[ObjectRef], list[ObjectRef]]:

@@ -91,7 +91,10 @@ class GCS(LeaseMixin):
         self.scheduler = GlobalScheduler(pipeline)
         self.durations: dict[str, float] = {}  # func id -> its recent run time (s), from raylets
         self.out: list[tuple[int, Any]] = []
-        self.changed = False
+        self.changed = False  # the driver's condition is to be notified
+        # driver threads waiting in get()/wait() -> the ids that would let them go on (None:
+        # any); an object made that no waiter needs does not wake them
+        self.watch: dict[int, Any] = {}
         self.stats = {"submitted": 0, "finished": 0, "retried": 0, "freed": 0, "rebuilt": 0}
         self._init_leases()
 
@@ -371,7 +374,8 @@ class GCS(LeaseMixin):
             c = self.objects.get(cid)
             if c is not None:
                 c.pins += 1
-        self.changed = True
+        if not self.watch or any(ids is None or oid in ids for ids in self.watch.values()):
+            self.changed = True  # (a driver waiting for another object sleeps on)
         self._notify(oid, entry)
         self._maybe_free(oid)
 

@@ -249,3 +249,27 @@ def test_a_reduce_over_many_inputs_waits_at_rank_0():
     out = take(g)
     assert [msg[1].task_id for _, msg in out] == ["r"]
     assert out[0][1][3] == {f"m{i}.0": inline(i) for i in range(n)}
+
+
+def test_only_an_object_a_waiting_driver_needs_wakes_it():
+    g = make()
+    for tid in "abc":
+        g.submit(spec(tid), b"code" if tid == "a" else None, 0)
+    take(g)
+    g.changed = False
+    g.watch[1] = {"c.0"}  # a get() waiting for c.0 first
+    g.task_done(1, "a", [("a.0", inline(1), ())], None)
+    assert not g.changed and g.objects["a.0"].state == READY
+    g.watch[2] = None  # another thread's wait() for anything
+    g.task_done(1, "b", [("b.0", inline(2), ())], None)
+    assert g.changed
+    g.changed = False
+    del g.watch[2]
+    g.task_done(1, "c", [], Failure("error", None, "E", "boom", "", "f", "rank 1"))
+    assert g.changed and g.objects["c.0"].state != PENDING
+    g.changed = False
+    g.watch.clear()  # nobody registered: every change wakes (other waits rely on it)
+    g.submit(spec("d"), None, 0)
+    take(g)
+    g.task_done(1, "d", [("d.0", inline(4), ())], None)
+    assert g.changed
