@@ -22,7 +22,7 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .._protocol.channel import Channel, frame
+from .._protocol.channel import Channel, Inbox, frame
 from .._watchdog import exit_words
 
 
@@ -43,11 +43,12 @@ def worker_env(base: dict[str, str], gpu_ids: tuple, context: dict) -> dict[str,
 
 class Worker:
     __slots__ = ("conn", "fd", "proc", "gpus", "task", "ahead", "blocked", "funcs", "started", "ready",
-                 "get_req", "outbox", "cancel_next", "leased")
+                 "get_req", "outbox", "cancel_next", "leased", "inbox")
 
     def __init__(self, conn: Connection, proc: Any, gpus: tuple):
         self.conn = conn
         self.fd = conn.fileno()
+        self.inbox = Inbox(self.fd)  # its messages, read a burst at a time
         self.proc = proc
         self.gpus = gpus
         self.task: Any = None  # the running LocalTask, or None when idle

@@ -562,11 +562,19 @@ class Raylet(RayletLeases):
     def _from_worker(self, w: Worker) -> None:
         if not self.pool.alive(w):
             return  # removed earlier in this round
+        inbox = w.inbox
         try:
-            msg = w.conn.recv()
-        except (EOFError, OSError):
+            more = inbox.fill()
+        except OSError:
+            more = False
+        while inbox.messages:  # (what it sent before it died counts)
+            self._worker_message(w, inbox.messages.popleft())
+            if not self.pool.alive(w):
+                return
+        if not more:
             self._worker_died(w)
-            return
+
+    def _worker_message(self, w: Worker, msg: tuple) -> None:
         kind = msg[0]
         pending = w.cancel_next
         if pending is not None:  # interrupt only if that task still runs
@@ -591,7 +599,7 @@ class Raylet(RayletLeases):
                     nxt = w.task = w.ahead.popleft()
                     nxt.started = time.monotonic()
                     if nxt.cancel is not None:  # cancelled while it waited in the socket
-                        if w.conn.poll(0):
+                        if w.inbox.messages or w.conn.poll(0):
                             w.cancel_next = nxt  # it may be done already: its next message says
                         else:
                             self._interrupt(w, nxt.cancel)

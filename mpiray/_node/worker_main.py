@@ -22,7 +22,7 @@ from .. import _api
 from .._objref import ObjectRef, RefTracker
 from .._options import TaskOptions, from_units
 from .._protocol import messages as m
-from .._protocol.channel import Channel
+from .._protocol.channel import Channel, Inbox
 from .._serialization import Blob, loads
 from .._store.shm import Store, register_spill_root
 from .._protocol.messages import Failure
@@ -86,6 +86,7 @@ class WorkerRuntime:
 
     def __init__(self, conn: Connection, ctx: dict):
         self.conn = conn
+        self.inbox = Inbox(conn.fileno())  # the raylet's messages, a burst per read
         self.ctx = ctx
         self.rank = ctx["rank"]
         self.tracker = RefTracker()
@@ -109,6 +110,13 @@ class WorkerRuntime:
         self.announced = False
 
     # -- messages ----------------------------------------------------------
+    def recv(self) -> tuple | None:
+        """The raylet's next message, waiting for one; None if only part of one came."""
+        inbox = self.inbox
+        if not inbox.messages and not inbox.fill():
+            raise EOFError("the raylet closed the connection")
+        return inbox.messages.popleft() if inbox.messages else None
+
     def send(self, msg: tuple) -> None:
         if self.lease_task is not None and not self.announced:
             self.announced = True
@@ -204,11 +212,13 @@ class WorkerRuntime:
         while True:
             if end is not None and not asked_now:
                 left = end - time.monotonic()
-                if left <= 0 or not self.conn.poll(left):
+                if left <= 0 or not (self.inbox.messages or self.conn.poll(left)):
                     self.send((m.W_UNGET, rid))  # exactly one W_OBJECTS answers rid either way
                     asked_now = True
                     continue
-            msg = self.conn.recv()
+            msg = self.recv()
+            if msg is None:
+                continue  # part of a message: the rest comes
             if msg[0] == m.W_OBJECTS:
                 if msg[1] == rid:
                     return dict(msg[2])
@@ -366,7 +376,9 @@ def main(fd: int) -> None:
     while True:
         src = conn
         try:
-            if rt.lease_conn is None:
+            if rt.inbox.messages:
+                pass  # read with the one before
+            elif rt.lease_conn is None:
                 while rt.store.maps and not conn.poll(1.0):
                     rt.store.maps.prune()  # an idle worker lets go of freed files it mapped
             else:
@@ -382,7 +394,9 @@ def main(fd: int) -> None:
                     continue
                 src = rt.lease_conn if any(fd == rt.lease_conn.fileno() for fd, _ in ready) else conn
             try:
-                msg = src.recv()
+                msg = rt.recv() if src is conn else src.recv()
+                if msg is None:
+                    continue  # part of a message: the rest comes
             except (EOFError, OSError):
                 if src is conn:
                     raise

@@ -9,8 +9,10 @@ extra reducers (no sockets or descriptors travel in messages).
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
+from collections import deque
 from multiprocessing.connection import Connection
 
 _HEADER = struct.Struct("!i")
@@ -29,3 +31,48 @@ class Channel(Connection):
 
     def send(self, obj: object) -> None:
         self.send_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+READ_SIZE = 1 << 18  # bytes asked for per read: a whole burst of small messages at once
+
+
+class Inbox:
+    """The messages of a ``Connection``-framed stream, read with one system call per wake-up.
+
+    ``Connection.recv`` reads each message with two system calls (header, then body) and
+    one per message; a raylet reading its workers' DONEs wants every message already
+    there for one ``read``.  ``fill`` reads what is there and queues each whole message in
+    ``messages``; a partial one waits for the next ``fill``.
+    """
+
+    __slots__ = ("fd", "buf", "chunk", "messages")
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buf = bytearray()
+        self.chunk = memoryview(bytearray(READ_SIZE))  # read into, reused: os.read(n) would
+        self.messages: deque = deque()  # allocate (and for n this big, mmap) n bytes each time
+
+    def fill(self) -> bool:
+        """Read once (the descriptor is readable); False at the end of the stream."""
+        n = os.readv(self.fd, (self.chunk,))
+        if not n:
+            return False
+        buf = self.buf
+        buf += self.chunk[:n]
+        pos, end = 0, len(buf)
+        while end - pos >= 4:
+            (size,) = _HEADER.unpack_from(buf, pos)
+            head = 4
+            if size == -1:
+                if end - pos < 12:
+                    break
+                (size,) = _BIG.unpack_from(buf, pos + 4)
+                head = 12
+            if end - pos - head < size:
+                break
+            self.messages.append(pickle.loads(buf[pos + head:pos + head + size]))
+            pos += head + size
+        if pos:
+            del buf[:pos]
+        return True

@@ -13,7 +13,8 @@ import pytest
 from mpiray import _serialization
 from mpiray._objref import ObjectRef, RefTracker
 from mpiray._options import TaskOptions
-from mpiray._protocol.channel import Channel, frame
+from mpiray._protocol import channel
+from mpiray._protocol.channel import Channel, Inbox, frame
 from mpiray._serialization import Blob, dumps, loads, plain_blob
 from mpiray._values import make_spec
 from mpiray._node.worker_main import PrefixedStream
@@ -144,3 +145,43 @@ def test_prefixed_stream_names_the_task_only_when_it_prints():
         f"(g pid={os.getpid()}, rank=3, host=h) tw",
         "three",
     ]
+
+
+def test_inbox_reads_bursts_partial_and_big_messages(monkeypatch):
+    left, right = socket.socketpair()
+    ch = Channel(left.detach())
+    try:
+        small = [("done", i) for i in range(3)]
+        os.write(ch.fileno(), b"".join(part for msg in small for part in frame(msg)))
+        inbox = Inbox(right.fileno())
+        assert inbox.fill() and list(inbox.messages) == small  # one read, three messages
+
+        monkeypatch.setattr(channel, "READ_SIZE", 64)  # from now on a fill() sees <= 64 bytes
+        inbox = Inbox(right.fileno())
+        big = ("done", b"z" * 1000)
+        ch.send(big)  # many reads; none of them yields half a message
+        fills = 0
+        while not inbox.messages:
+            assert inbox.fill()
+            fills += 1
+        assert fills > 10 and list(inbox.messages) == [big] and not inbox.buf
+
+        ch.send(("last",))
+        ch.close()
+        assert inbox.fill() and inbox.messages[-1] == ("last",)
+        assert inbox.fill() is False  # end of stream
+    finally:
+        right.close()
+
+
+def test_inbox_takes_the_long_header_of_huge_messages():
+    left, right = socket.socketpair()
+    try:
+        payload = pickle.dumps(("x", 1), protocol=5)
+        # the header Connection writes for messages over 2 GiB: -1, then 8 bytes of size
+        left.sendall(channel._HEADER.pack(-1) + channel._BIG.pack(len(payload)) + payload)
+        inbox = Inbox(right.fileno())
+        assert inbox.fill() and list(inbox.messages) == [("x", 1)]
+    finally:
+        left.close()
+        right.close()
