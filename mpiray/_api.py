@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import functools
 from _blake2 import blake2b  # not hashlib: it loads OpenSSL's libcrypto (~3.5 MiB in every process)
-import inspect
 import numbers
 from typing import Any, Callable
 
@@ -157,7 +156,7 @@ def remote(*args: Any, **options: Any) -> Any:
 
 
 def _make_remote(obj: Any, options: TaskOptions) -> RemoteFunction:
-    if inspect.isclass(obj):
+    if isinstance(obj, type):
         raise TypeError(f"@remote on class {obj.__name__}: actors are not supported yet; "
                         "use remote functions and pass state through ObjectRefs")
     if not callable(obj):

@@ -74,8 +74,9 @@ def start_driver(config: Config, init_args: dict) -> Any:
     return DriverRuntime(transport, config, session, hosts, nodes, spawned, listener)
 
 
-def run_raylet(transport: Any) -> None:
-    """Serve as a raylet until rank 0 says shutdown."""
+def run_raylet(transport: Any, early: Any = None) -> None:
+    """Serve as a raylet until rank 0 says shutdown; ``early``: a worker already starting
+    (``pool.prestart``)."""
     from ._node.raylet import Raylet
     from ._node.resources import gpu_details, node_resources
 
@@ -100,7 +101,7 @@ def run_raylet(transport: Any) -> None:
     # with an arena window, workers start once it exists (they are forked to share it)
     later = arena_mod.wanted(config, hosts)
     raylet = Raylet(transport, config, session, hosts, node, hello["driver_pid"],
-                    start_workers=not later)  # otherwise workers start now
+                    start_workers=not later, early=early)  # otherwise workers start now
     raylet.pool.watch_wake(transport.enable_wake(raylet.store.root, hosts))
     transport.gather(node)
     transport.open_stage(config.staging_bytes, STAGING_SLOTS)

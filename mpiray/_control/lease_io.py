@@ -13,7 +13,6 @@ import signal
 import socket
 import sys
 import time
-from multiprocessing.connection import Connection
 
 from .._protocol import messages as m
 from .._protocol.channel import Channel
@@ -29,8 +28,8 @@ class LeaseIO:
         self.listener = socket.socket(fileno=s.detach()) if s is not None else None
         if self.listener is not None:
             self.listener.setblocking(False)
-        self.fresh: list[Connection] = []  # accepted, lease id not read yet
-        self.conns: dict[str, Connection] = {}  # lease id -> connection
+        self.fresh: list[Channel] = []  # accepted, lease id not read yet
+        self.conns: dict[str, Channel] = {}  # lease id -> connection
         self.by_fd: dict[int, str] = {}
         self.poller = select.poll()  # over the fresh and the known connections
         self.last_used: dict[str, float] = {}

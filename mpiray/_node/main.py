@@ -4,10 +4,13 @@ from __future__ import annotations
 
 
 def main() -> None:
+    from .pool import prestart
+
+    early = prestart()  # one worker comes up while MPI does (one host, no arena: a fresh one)
     from .._comm import mpi
     from .._startup import run_raylet
 
-    run_raylet(mpi.join_parent())
+    run_raylet(mpi.join_parent(), early)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def _inline_bytes(task: LocalTask) -> int:
 
 class Raylet(RayletLeases):
     def __init__(self, transport: Any, config: Any, session: str, hosts: list[str], node: dict,
-                 driver_pid: int | None, start_workers: bool = True):
+                 driver_pid: int | None, start_workers: bool = True, early: Any = None):
         self.t = transport
         self.config = config
         self.rank = transport.rank
@@ -99,6 +99,7 @@ class Raylet(RayletLeases):
                "store_root": self.store.root, "inline_limit": config.inline_limit,
                "log_to_driver": config.log_to_driver}
         self.pool = Pool(ctx, max_idle=max(1, self.total.get("CPU", 0) // UNIT) + 2)
+        self.pool.early = early
         self.running = True
         if start_workers:
             self.start_workers()

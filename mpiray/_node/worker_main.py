@@ -15,14 +15,13 @@ import select
 import signal
 import sys
 import time
-from multiprocessing.connection import Connection
 from typing import Any
 
 from .. import _api
 from .._objref import ObjectRef, RefTracker
 from .._options import TaskOptions, from_units
 from .._protocol import messages as m
-from .._protocol.channel import Channel, Inbox
+from .._protocol.channel import Channel
 from .._serialization import Blob, loads
 from .._store.shm import Store, register_spill_root
 from .._protocol.messages import Failure
@@ -84,9 +83,8 @@ class PrefixedStream:
 class WorkerRuntime:
     is_driver = False
 
-    def __init__(self, conn: Connection, ctx: dict):
+    def __init__(self, conn: Channel, ctx: dict):
         self.conn = conn
-        self.inbox = Inbox(conn.fileno())  # the raylet's messages, a burst per read
         self.ctx = ctx
         self.rank = ctx["rank"]
         self.tracker = RefTracker()
@@ -104,19 +102,12 @@ class WorkerRuntime:
         self.requests = 0  # ids of this worker's get/wait requests
         # leased to rank 0 (_control/lease.py): its connection, the task it sent, and whether
         # that task told the raylet about itself (it did if it sent the raylet anything)
-        self.lease_conn: Connection | None = None
+        self.lease_conn: Channel | None = None
         self.lease_poll: Any = None  # select.poll over both connections while leased
         self.lease_task: m.TaskSpec | None = None
         self.announced = False
 
     # -- messages ----------------------------------------------------------
-    def recv(self) -> tuple | None:
-        """The raylet's next message, waiting for one; None if only part of one came."""
-        inbox = self.inbox
-        if not inbox.messages and not inbox.fill():
-            raise EOFError("the raylet closed the connection")
-        return inbox.messages.popleft() if inbox.messages else None
-
     def send(self, msg: tuple) -> None:
         if self.lease_task is not None and not self.announced:
             self.announced = True
@@ -212,13 +203,11 @@ class WorkerRuntime:
         while True:
             if end is not None and not asked_now:
                 left = end - time.monotonic()
-                if left <= 0 or not (self.inbox.messages or self.conn.poll(left)):
+                if left <= 0 or not self.conn.poll(left):
                     self.send((m.W_UNGET, rid))  # exactly one W_OBJECTS answers rid either way
                     asked_now = True
                     continue
-            msg = self.recv()
-            if msg is None:
-                continue  # part of a message: the rest comes
+            msg = self.conn.recv()
             if msg[0] == m.W_OBJECTS:
                 if msg[1] == rid:
                     return dict(msg[2])
@@ -357,12 +346,19 @@ def _die_with_parent() -> None:
 
 def main(fd: int) -> None:
     _die_with_parent()
-    ctx = json.loads(os.environ.pop("MPIRAY_WORKER_CONTEXT"))
+    conn = Channel(fd)
+    given = os.environ.pop("MPIRAY_WORKER_CONTEXT", None)
+    if given is None:  # started ahead of its raylet's job (pool.prestart): it comes first
+        try:
+            ctx = conn.recv()[1]
+        except (EOFError, OSError):
+            return  # not wanted after all
+    else:
+        ctx = json.loads(given)
     if ctx.get("arena"):  # forked by the raylet's zygote: its arena is mapped here too
         from .._store import regions
 
         regions.attach(*ctx["arena"])
-    conn = Channel(fd)
     rt = WorkerRuntime(conn, ctx)
     _api._set_worker_runtime(rt)
     out, err = PrefixedStream(sys.stdout, ctx), PrefixedStream(sys.stderr, ctx)
@@ -376,8 +372,10 @@ def main(fd: int) -> None:
     while True:
         src = conn
         try:
-            if rt.inbox.messages:
+            if conn.inbox.messages:
                 pass  # read with the one before
+            elif rt.lease_conn is not None and rt.lease_conn.inbox.messages:
+                src = rt.lease_conn
             elif rt.lease_conn is None:
                 while rt.store.maps and not conn.poll(1.0):
                     rt.store.maps.prune()  # an idle worker lets go of freed files it mapped
@@ -394,9 +392,7 @@ def main(fd: int) -> None:
                     continue
                 src = rt.lease_conn if any(fd == rt.lease_conn.fileno() for fd, _ in ready) else conn
             try:
-                msg = rt.recv() if src is conn else src.recv()
-                if msg is None:
-                    continue  # part of a message: the rest comes
+                msg = src.recv()
             except (EOFError, OSError):
                 if src is conn:
                     raise

@@ -86,3 +86,10 @@ def test_ranks_of_a_host_listen_for_wake_ups_and_leave_nothing():
     assert "PIPES .wake-r0 .wake-r1 .wake-r2" in r.stdout, r
     assert "FOLDER_LEFT False" in r.stdout, r
     assert not r.leftovers(), r.leftovers()
+
+
+def test_the_worker_started_ahead_of_the_job_runs_tasks_and_none_is_left():
+    r = run_python(str(APPS / "early_worker.py"), timeout=90)
+    assert r.returncode == 0, r
+    assert "WORKERS 2 CHILDREN 2 SAME True AHEAD 1" in r.stdout, r
+    assert not r.leftovers(), r.leftovers()
