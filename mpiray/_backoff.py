@@ -10,12 +10,18 @@ seconds after activity it sleeps only ``fast`` (a reply usually comes within
 that window, and a round trip is two such hops), then sleeps for doubling
 intervals up to ``busy_max``, and after ``idle_after`` seconds of nothing at
 all it settles at ``idle`` (50 wake-ups a second), and after ``deep_after``
-seconds at ``deep`` (20 a second): ~0% of a core.
+seconds at ``deep`` (20 a second): ~0% of a core.  A loop that every rank able to send it
+anything wakes on arrival (all of them on its host, where senders poke its wake-up pipe:
+``_comm/wake.py``) has no message to poll for, only its once-a-second chores: it sleeps
+``DEEP_POKED`` instead.
 """
 
 from __future__ import annotations
 
 import time
+
+
+DEEP_POKED = 0.5  # s: the deep sleep of a loop whose every sender pokes it (2 wake-ups a second)
 
 
 class Backoff:

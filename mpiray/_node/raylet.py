@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import Any
 
-from .._backoff import Backoff, delivery_poll_interval, tighten_timer_slack
+from .._backoff import DEEP_POKED, Backoff, delivery_poll_interval, tighten_timer_slack
 from .._liveness import process_alive
 from .._protocol import messages as m
 from .._protocol.messages import Failure
@@ -130,7 +130,9 @@ class Raylet(RayletLeases):
     # -- main loop ---------------------------------------------------------
     def serve(self) -> None:
         tighten_timer_slack()
-        backoff, last_check = Backoff(spin=SPIN_SECONDS), 0.0
+        poked = self.pool.wake is not None and all(h == self.hosts[self.rank] for h in self.hosts)
+        backoff = Backoff(spin=SPIN_SECONDS, deep=DEEP_POKED) if poked else Backoff(spin=SPIN_SECONDS)
+        last_check = 0.0
         delay = backoff.fast
         while self.running:
             busy = False

@@ -93,3 +93,13 @@ def test_the_worker_started_ahead_of_the_job_runs_tasks_and_none_is_left():
     assert r.returncode == 0, r
     assert "WORKERS 2 CHILDREN 2 SAME True AHEAD 1" in r.stdout, r
     assert not r.leftovers(), r.leftovers()
+
+
+def test_an_idle_one_host_cluster_wakes_a_few_times_a_second_at_most():
+    r = run_python(str(APPS / "idle_wakes.py"), timeout=90)
+    assert r.returncode == 0, r
+    words = r.stdout.split()
+    raylet = int(words[words.index("RAYLET_WAKES") + 1])
+    rank0 = int(words[words.index("RANK0_WAKES") + 1])
+    # 3 s asleep: ~6 wake-ups each (polling every 50 ms was ~60)
+    assert raylet <= 20 and rank0 <= 25, r.stdout
