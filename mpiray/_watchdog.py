@@ -21,10 +21,11 @@ a rank that was killed second.
 
 It reads the driver's pipe on stdin: ``bye`` means a clean shutdown (or that
 the driver reported the death itself); end-of-file without it, or the driver's
-pidfd, means the driver died.  When a rank died and the driver died at a later
-wake-up, without ``bye``, it prints which rank died first on its stderr (the
-driver's); when their ends showed at the same wake-up it names the rank and
-says the order is unknown; when only the driver died it says nothing.  Standard library only, no mpiray import: it starts in milliseconds and
+pidfd, means the driver died.  When a rank dies while the driver lives, it
+says at once which (on its stderr, the driver's): the launcher is about to
+kill the driver and may stop forwarding output with it.  When a rank's end and
+the driver's showed at the same wake-up it names the rank and says the order is
+unknown; when only the driver died it says nothing.  Standard library only, no mpiray import: it starts in milliseconds and
 takes a few MiB.
 """
 
@@ -160,6 +161,13 @@ class RankDeaths:
         return text
 
 
+def _say(line: str) -> None:
+    try:
+        os.write(2, (line + "\n").encode())
+    except OSError:  # nobody reads the driver's stderr any more
+        pass
+
+
 def main(argv: list[str]) -> int:
     driver, listen_fd = int(argv[0]), int(argv[1])
     known = {int(p): (int(r), h) for r, p, h in (a.split(":", 2) for a in argv[2:])}
@@ -193,16 +201,17 @@ def main(argv: list[str]) -> int:
         if driver_gone:
             earlier = bool(deaths.groups)
             deaths.seen(ready, poller)  # ranks whose end showed at this same wake-up
-            if earlier:
-                os.write(2, (f"mpiray: {deaths.first()}; the MPI launcher then ended the whole job, "
-                             f"driver (pid {driver}) included. Its tasks and objects cannot be "
-                             "recovered.\n").encode())
-            elif deaths.groups:  # no order to tell: a rank may have been killed for the driver
-                os.write(2, (f"mpiray: {deaths.first()}, at the same instant as the driver (pid "
-                             f"{driver}): one of them ended the job, the MPI launcher the rest. Its "
-                             "tasks and objects cannot be recovered.\n").encode())
+            if not earlier and deaths.groups:  # no order to tell: one may have been killed for the other
+                _say(f"mpiray: {deaths.first()}, at the same instant as the driver (pid {driver}): "
+                     "one of them ended the job, the MPI launcher the rest. Its tasks and objects "
+                     "cannot be recovered.")
             return 0
         if deaths.seen(ready, poller) and deadline is None:
+            # a rank died while the driver lives: it died first.  Say so now: the launcher
+            # kills the driver within milliseconds and may stop forwarding output with it
+            # (waiting for the driver's end to say it lost the line 1 run in 8)
+            _say(f"mpiray: {deaths.first()}. The job ends: a rank cannot be replaced, and the "
+                 "MPI launcher stops every other one.")
             deadline = time.monotonic() + GRACE
         if deadline is not None and time.monotonic() >= deadline:
             return 0  # the driver outlived the rank: it reports the death itself
