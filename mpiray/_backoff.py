@@ -22,6 +22,9 @@ import time
 
 
 DEEP_POKED = 0.5  # s: the deep sleep of a loop whose every sender pokes it (2 wake-ups a second)
+# after a poke a loop polls at least this often for this long, in case the message it
+# announces shows in MPI a little after the poke (then it waits 20 ms, not 0.5 s)
+POKED_RECHECK, POKED_RECHECK_EVERY = 0.1, 0.02
 
 
 class Backoff:

@@ -210,8 +210,7 @@ def main(argv: list[str]) -> int:
             # a rank died while the driver lives: it died first.  Say so now: the launcher
             # kills the driver within milliseconds and may stop forwarding output with it
             # (waiting for the driver's end to say it lost the line 1 run in 8)
-            _say(f"mpiray: {deaths.first()}. The job ends: a rank cannot be replaced, and the "
-                 "MPI launcher stops every other one.")
+            _say(f"mpiray: {deaths.first()}. The job ends: a rank cannot be replaced.")
             deadline = time.monotonic() + GRACE
         if deadline is not None and time.monotonic() >= deadline:
             return 0  # the driver outlived the rank: it reports the death itself

@@ -15,6 +15,7 @@ failed) gives its region back when it ends (``Service._delivered``).
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -132,6 +133,8 @@ class Deliveries:
             # service thread's hand-off cost a 100 MiB delivery ~2 ms
             started = time.monotonic() + info[2] / DELIVERY_RATE
             nap = delivery_poll_interval(info[2])
+            watch, me = self.gcs.watch, threading.get_ident()
+            watch[me] = {oid}  # (a rebuild of it wakes this wait too)
             try:
                 while d.nbytes is None:
                     entry = self.gcs.objects.get(oid)
@@ -144,6 +147,7 @@ class Deliveries:
                 self._unwait(d)  # freed now if it ended, else when it ends
                 raise
             finally:
+                watch.pop(me, None)
                 self._stop_polling()
             d.waiters -= 1
             if service.deliveries.get(d.key) is d:  # the first waiter to see it done takes it

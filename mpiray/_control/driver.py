@@ -194,15 +194,20 @@ class DriverRuntime(Deliveries):
             if entry is not None and 0 not in entry.copies:
                 self.gcs.out.append((info[1], (m.PULL, oid, 0)))
                 self.service.wake()
-            while True:
-                entry = self.gcs.objects.get(oid)
-                if entry is None:
-                    raise exc_mod.ObjectLostError(f"object {oid} was freed during get()")
-                if 0 in entry.copies:
-                    return ("shm", 0, info[2])
-                if entry.info != info:
-                    raise LookAgain  # lost at its owner: rebuilt or moved meanwhile
-                self._cond_wait(end, oid)
+            watch, me = self.gcs.watch, threading.get_ident()
+            watch[me] = {oid}  # (a rebuild of it wakes this wait too)
+            try:
+                while True:
+                    entry = self.gcs.objects.get(oid)
+                    if entry is None:
+                        raise exc_mod.ObjectLostError(f"object {oid} was freed during get()")
+                    if 0 in entry.copies:
+                        return ("shm", 0, info[2])
+                    if entry.info != info:
+                        raise LookAgain  # lost at its owner: rebuilt or moved meanwhile
+                    self._cond_wait(end, oid)
+            finally:
+                watch.pop(me, None)
 
     def _cond_wait(self, end: float | None, what: Any, started: float | None = None,
                    nap: float = 0.0) -> None:

@@ -34,6 +34,14 @@ class LeaseIO:
         self.poller = select.poll()  # over the fresh and the known connections
         self.last_used: dict[str, float] = {}
 
+    def fds(self) -> list[int]:
+        """What a sleeping loop must wake for: the lease connections (their workers answer
+        on them) and, while there are any, the listener."""
+        conns = [*self.fresh, *self.conns.values()]  # (atomic under the GIL)
+        if not conns:
+            return []
+        return [fd for fd in (c.fd for c in conns) if fd >= 0] + [self.listener.fileno()]
+
     @property
     def enabled(self) -> bool:
         return self.listener is not None
@@ -72,6 +80,8 @@ class LeaseIO:
             self.by_fd[conn.fileno()] = lease_id
             self.last_used[lease_id] = time.monotonic()
             events.append(("hello", lease_id))
+            while conn.inbox.messages:  # read along with the id: the socket shows nothing more
+                events.append(("msg", lease_id, conn.inbox.messages.popleft()))
         for fd in known:
             lease_id = self.by_fd[fd]
             conn = self.conns[lease_id]

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from .._backoff import DEEP_POKED, Backoff, tighten_timer_slack
+from .._backoff import DEEP_POKED, POKED_RECHECK, POKED_RECHECK_EVERY, Backoff, tighten_timer_slack
 from .._liveness import process_alive
 from .._protocol import messages as m
 from .._store.shm import MAPS
@@ -54,6 +54,7 @@ class Service:
         self.wake_pipe: Any = None  # _comm/wake.WakePipe: raylets of this host poke it
         self._poll: Any = None  # select.poll over it (select() fails on descriptors >= 1024)
         self.sleeping = False
+        self.poked_at = 0.0  # when a rank of this host last poked the pipe
         self.active_at = 0.0  # when a step (of either thread) last moved something
         self.io_lock = threading.Lock()  # one thread at a time moves messages
         self.stop = False
@@ -93,13 +94,21 @@ class Service:
         if pipe is None or seconds < 1e-3:
             self.wake_event.wait(seconds)
             return
-        if self._poll is None:
-            self._poll = select.poll()
-            self._poll.register(pipe.fd, select.POLLIN)
+        lease_fds = self.leases.fds() if self.leases is not None else ()
+        if lease_fds:  # a leased worker answers on its socket, not through the pipe
+            poller = select.poll()
+            for fd in (pipe.fd, *lease_fds):
+                poller.register(fd, select.POLLIN)
+        else:
+            if self._poll is None:
+                self._poll = select.poll()
+                self._poll.register(pipe.fd, select.POLLIN)
+            poller = self._poll
         self.sleeping = True
         try:
-            if not self.wake_event.is_set() and self._poll.poll(seconds * 1e3):
-                pipe.drain()
+            if not self.wake_event.is_set() and poller.poll(seconds * 1e3):
+                if pipe.drain():
+                    self.poked_at = time.monotonic()
         finally:
             self.sleeping = False
 
@@ -119,7 +128,10 @@ class Service:
                     backoff.reset()
                     continue
                 backoff.note(self.active_at)  # (the driver thread's steps count too)
-                self._sleep(backoff.next())  # poked or not, the next step says if it was activity
+                delay = backoff.next()
+                if time.monotonic() - self.poked_at < POKED_RECHECK:  # a poke whose message
+                    delay = min(delay, POKED_RECHECK_EVERY)  # MPI did not show at once
+                self._sleep(delay)  # poked or not, the next step says if it was activity
                 self.wake_event.clear()
         except BaseException as exc:  # surfaced to the driver by get()/shutdown()
             self.error = exc

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._protocol.channel import Channel, frame
 from .._watchdog import exit_words
@@ -55,6 +55,11 @@ def prestart() -> tuple[socket.socket, subprocess.Popen]:
         return parent, _spawn(child.fileno(), worker_env(dict(os.environ), (), None))
     finally:
         child.close()
+
+
+class _Adopted(NamedTuple):
+    channel: Channel
+    proc: Any
 
 
 class Worker:
@@ -116,15 +121,12 @@ class Pool:
         self.early: Any = None  # (socket, Popen) of a worker started ahead (``prestart``)
 
     def start(self, gpus: tuple = ()) -> Worker:
-        early, self.early = self.early, None
-        if early is not None and not gpus and self.zygote is None:
-            parent, proc = early  # started before the job was known: tell it now
-            conn = Channel(parent.detach())
-            conn.send(("context", self.context))
+        adopted = self._adopt_early() if not gpus and self.zygote is None else None
+        if adopted is not None:
+            conn, proc = adopted
         else:
-            if early is not None:  # (workers must be the zygote's: this one is not wanted)
-                self._reap.append(early[1])
-                early[0].close()
+            if self.zygote is not None:
+                self._drop_early()  # workers must be the zygote's: that one is not wanted
             parent, child = socket.socketpair()
             env = worker_env(dict(os.environ), gpus, self.context)
             try:
@@ -140,6 +142,28 @@ class Pool:
         self.selector.register(conn.fileno(), selectors.EVENT_READ, w)
         self.idle.setdefault(gpus, []).append(w)
         return w
+
+    def _adopt_early(self) -> Any:
+        """The worker started ahead (``prestart``), now told its context; None if there is
+        none, or it died meanwhile (then it is reaped like any)."""
+        early, self.early = self.early, None
+        if early is None:
+            return None
+        parent, proc = early
+        channel = Channel(parent.detach())
+        try:
+            channel.send(("context", self.context))
+        except OSError:
+            channel.close()
+            self._reap.append(proc)
+            return None
+        return _Adopted(channel, proc)
+
+    def _drop_early(self) -> None:
+        if self.early is not None:  # its socket's end stops it
+            self._reap.append(self.early[1])
+            self.early[0].close()
+            self.early = None
 
     def _fork_worker(self, env: dict, fd: int) -> Any:
         """A worker from the zygote; a zygote that died (or hangs) is replaced once.  Workers
@@ -264,10 +288,7 @@ class Pool:
         return exit_words(code, " (os._exit or sys.exit in the task?)")
 
     def shutdown(self, timeout: float = 3.0) -> None:
-        if self.early is not None:  # never given its context: its socket's end stops it
-            self._reap.append(self.early[1])
-            self.early[0].close()
-            self.early = None
+        self._drop_early()
         procs = [w.proc for w in self.workers.values()] + self._reap
         for w in list(self.workers.values()):
             try:

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import Any
 
-from .._backoff import DEEP_POKED, Backoff, delivery_poll_interval, tighten_timer_slack
+from .._backoff import DEEP_POKED, POKED_RECHECK, POKED_RECHECK_EVERY, Backoff, delivery_poll_interval, tighten_timer_slack
 from .._liveness import process_alive
 from .._protocol import messages as m
 from .._protocol.messages import Failure
@@ -132,7 +132,7 @@ class Raylet(RayletLeases):
         tighten_timer_slack()
         poked = self.pool.wake is not None and all(h == self.hosts[self.rank] for h in self.hosts)
         backoff = Backoff(spin=SPIN_SECONDS, deep=DEEP_POKED) if poked else Backoff(spin=SPIN_SECONDS)
-        last_check = 0.0
+        last_check = poked_at = 0.0
         delay = backoff.fast
         while self.running:
             busy = False
@@ -169,6 +169,9 @@ class Raylet(RayletLeases):
                 delay = max(backoff.fast, min(self.delivering.values()))
             if poked:  # poll again at once; what came decides whether the loop wakes up (a
                 delay = 0.0  # heartbeat does not: an idle loop stays idle)
+                poked_at = now
+            elif now - poked_at < POKED_RECHECK:  # in case its message shows in MPI a bit later
+                delay = min(delay, POKED_RECHECK_EVERY)
             if now - last_check > 1.0:
                 last_check = now
                 self.pool.reap()

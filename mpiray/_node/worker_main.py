@@ -30,6 +30,9 @@ from .._watchdog import unix_socket
 from .._values import IdGen, decode, encode, make_spec, resolve_arguments, task_failure, where
 
 
+_SIGINT = {signal.SIGINT}
+
+
 class _Abandon(Exception):
     """The task cannot start here (its failure is already set)."""
 
@@ -207,7 +210,7 @@ class WorkerRuntime:
                     self.send((m.W_UNGET, rid))  # exactly one W_OBJECTS answers rid either way
                     asked_now = True
                     continue
-            msg = self.conn.recv()
+            msg = self._recv_in_task()
             if msg[0] == m.W_OBJECTS:
                 if msg[1] == rid:
                     return dict(msg[2])
@@ -220,6 +223,17 @@ class WorkerRuntime:
                     except RuntimeError:
                         pass  # reported when a task of it runs here
                 self.send((m.W_BOUNCE, msg[1].task_id))
+
+    def _recv_in_task(self) -> tuple:
+        """The raylet's next message, for a task waiting in get(): a cancel (SIGINT, raised
+        in the task) may interrupt the wait, never the read, which would lose bytes of the
+        stream or the messages read with them."""
+        self.conn.poll(None)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+        try:
+            return self.conn.recv()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         infos = self._fetch([r.id for r in refs], timeout=timeout)

@@ -31,16 +31,22 @@ def frame(msg: tuple) -> list[bytes]:
 class Channel:
     """One end of a stream socket of pickled messages (blocking)."""
 
-    __slots__ = ("_fd", "inbox")
+    __slots__ = ("fd", "inbox")
 
     def __init__(self, fd: int):
-        self._fd = fd
+        self.fd = fd  # -1 once closed
         self.inbox = Inbox(fd)  # messages read ahead of ``recv``
 
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
     def fileno(self) -> int:
-        if self._fd < 0:
+        if self.fd < 0:
             raise OSError("the channel is closed")
-        return self._fd
+        return self.fd
 
     def send(self, msg: object) -> None:
         head, data = frame(msg)
@@ -58,17 +64,19 @@ class Channel:
                 raise EOFError("the other end closed the connection")
         return inbox.messages.popleft()
 
-    def poll(self, timeout: float = 0.0) -> bool:
-        """Whether a message (or the end of the stream) can be read within ``timeout`` s."""
+    def poll(self, timeout: float | None = 0.0) -> bool:
+        """Whether a message (or the end of the stream) can be read within ``timeout`` s
+        (None: wait as long as it takes)."""
         if self.inbox.messages:
             return True
         p = select.poll()  # (select() fails on descriptors >= 1024)
         p.register(self.fileno(), select.POLLIN)
-        return bool(p.poll(max(0.0, timeout) * 1000))
+        return bool(p.poll(None if timeout is None else max(0.0, timeout) * 1000))
 
     def close(self) -> None:
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
+        fd = getattr(self, "fd", -1)  # (__del__ of one whose __init__ failed)
+        if fd >= 0:
+            self.fd = -1
             os.close(fd)
 
 
@@ -93,13 +101,15 @@ class Inbox:
         self.messages: deque = deque()  # allocate (and for n this big, mmap) n bytes each time
 
     def fill(self) -> bool:
-        """Read once (the descriptor is readable); False at the end of the stream."""
+        """Read once (the descriptor is readable); False at the end of the stream.  Whole
+        messages join ``messages`` only once all that was read is parsed: an exception in
+        between (a signal's, say) leaves the buffer as it was, nothing queued twice."""
         n = os.readv(self.fd, (self.chunk,))
         if not n:
             return False
         buf = self.buf
         buf += self.chunk[:n]
-        pos, end = 0, len(buf)
+        pos, end, got = 0, len(buf), []
         while end - pos >= 4:
             (size,) = _HEADER.unpack_from(buf, pos)
             head = 4
@@ -110,8 +120,9 @@ class Inbox:
                 head = 12
             if end - pos - head < size:
                 break
-            self.messages.append(pickle.loads(buf[pos + head:pos + head + size]))
+            got.append(pickle.loads(buf[pos + head:pos + head + size]))
             pos += head + size
         if pos:
             del buf[:pos]
+            self.messages.extend(got)
         return True

@@ -185,3 +185,39 @@ def test_inbox_takes_the_long_header_of_huge_messages():
     finally:
         left.close()
         right.close()
+
+
+def test_an_exception_while_parsing_queues_nothing_twice(monkeypatch):
+    left, right = socket.socketpair()
+    try:
+        os.write(left.fileno(), b"".join(part for msg in [("one",), ("two",)] for part in frame(msg)))
+        inbox = Inbox(right.fileno())
+        calls = []
+        real = pickle.loads
+
+        def flaky(data):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt  # e.g. a cancel's signal in the middle
+            return real(data)
+
+        monkeypatch.setattr(channel.pickle, "loads", flaky)
+        with pytest.raises(KeyboardInterrupt):
+            inbox.fill()
+        assert not inbox.messages and len(inbox.buf) > 0  # all of it still there
+        monkeypatch.setattr(channel.pickle, "loads", real)
+        os.write(left.fileno(), b"".join(frame(("three",))))
+        assert inbox.fill() and list(inbox.messages) == [("one",), ("two",), ("three",)]
+    finally:
+        left.close()
+        right.close()
+
+
+def test_a_channel_closes_its_descriptor_when_dropped():
+    left, right = socket.socketpair()
+    fd = left.detach()
+    ch = Channel(fd)
+    del ch
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    right.close()

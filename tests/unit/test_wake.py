@@ -123,7 +123,7 @@ def test_the_service_sleeps_on_a_pipe_with_a_high_descriptor(tmp_path):
     try:
         assert pipe.fd >= 1024  # select() would refuse it
         svc = Service.__new__(Service)
-        svc.wake_pipe, svc._poll, svc.sleeping = pipe, None, False
+        svc.wake_pipe, svc._poll, svc.sleeping, svc.leases, svc.poked_at = pipe, None, False, None, 0.0
         svc.wake_event = threading.Event()
         t0 = _time.monotonic()
         threading.Timer(0.05, wake.Pokers({0: pipe.path}).poke, (0,)).start()
@@ -136,3 +136,38 @@ def test_the_service_sleeps_on_a_pipe_with_a_high_descriptor(tmp_path):
         pipe.close()
         for fd in held:
             os.close(fd)
+
+
+def test_rank_0_sleeping_deeply_wakes_for_a_leased_worker_and_for_a_poke(tmp_path):
+    # rank 0's service thread sleeps up to DEEP_POKED on its pipe; a leased worker answers on
+    # its own socket, which must end that sleep too (else its result waits up to 0.5 s)
+    import threading
+    import time
+
+    from mpiray._control.service import Service
+
+    svc = Service.__new__(Service)
+    svc.wake_pipe = wake.WakePipe(wake.wake_path(str(tmp_path), 0))
+    svc.wake_event, svc.sleeping, svc._poll, svc.poked_at = threading.Event(), False, None, 0.0
+    r, w = os.pipe()
+
+    class Leases:
+        def fds(self):
+            return [r]
+
+    svc.leases = Leases()
+    try:
+        threading.Timer(0.05, os.write, (w, b"x")).start()
+        t0 = time.monotonic()
+        svc._sleep(5.0)
+        assert time.monotonic() - t0 < 2.5 and svc.poked_at == 0.0  # woken, but not poked
+        os.read(r, 1)
+        svc.leases = None
+        threading.Timer(0.05, wake.Pokers({0: svc.wake_pipe.path}).poke, (0,)).start()
+        t0 = time.monotonic()
+        svc._sleep(5.0)
+        assert time.monotonic() - t0 < 2.5 and svc.poked_at >= t0  # a poke: rechecked soon after
+    finally:
+        svc.wake_pipe.close()
+        os.close(r)
+        os.close(w)
