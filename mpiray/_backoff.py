@@ -13,7 +13,7 @@ all it settles at ``idle`` (50 wake-ups a second), and after ``deep_after``
 seconds at ``deep`` (20 a second): ~0% of a core.  A loop that every rank able to send it
 anything wakes on arrival (all of them on its host, where senders poke its wake-up pipe:
 ``_comm/wake.py``) has no message to poll for, only its once-a-second chores: it sleeps
-``DEEP_POKED`` instead.
+``DEEP_POKED`` instead, and goes idle ``POKED_IDLE_AFTER`` after activity.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import time
 
 
 DEEP_POKED = 0.5  # s: the deep sleep of a loop whose every sender pokes it (2 wake-ups a second)
+POKED_IDLE_AFTER = 0.025  # s: ... and how long after activity it polls at least every ms (> POKE_GAP)
 # after a poke a loop polls at least this often for this long, in case the message it
 # announces shows in MPI a little after the poke (then it waits 20 ms, not 0.5 s)
 POKED_RECHECK, POKED_RECHECK_EVERY = 0.1, 0.02

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from .._backoff import DEEP_POKED, POKED_RECHECK, POKED_RECHECK_EVERY, Backoff, tighten_timer_slack
+from .._backoff import DEEP_POKED, POKED_IDLE_AFTER, POKED_RECHECK, POKED_RECHECK_EVERY, Backoff, tighten_timer_slack
 from .._liveness import process_alive
 from .._protocol import messages as m
 from .._store.shm import MAPS
@@ -116,7 +116,8 @@ class Service:
     def _run(self) -> None:
         tighten_timer_slack()
         poked = self.wake_pipe is not None and len(self.same_host) == self.transport.size - 1
-        backoff = Backoff(deep=DEEP_POKED) if poked else Backoff()  # (every raylet pokes it)
+        backoff = (Backoff(idle_after=POKED_IDLE_AFTER, deep=DEEP_POKED) if poked  # (every raylet
+                   else Backoff())                                                # pokes it)
         try:
             while not self.stop:
                 if self.driver_polling or time.monotonic() < self.driver_grace:

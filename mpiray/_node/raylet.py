@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import Any
 
-from .._backoff import DEEP_POKED, POKED_RECHECK, POKED_RECHECK_EVERY, Backoff, delivery_poll_interval, tighten_timer_slack
+from .._backoff import DEEP_POKED, POKED_IDLE_AFTER, POKED_RECHECK, POKED_RECHECK_EVERY, Backoff, delivery_poll_interval, tighten_timer_slack
 from .._liveness import process_alive
 from .._protocol import messages as m
 from .._protocol.messages import Failure
@@ -131,7 +131,8 @@ class Raylet(RayletLeases):
     def serve(self) -> None:
         tighten_timer_slack()
         poked = self.pool.wake is not None and all(h == self.hosts[self.rank] for h in self.hosts)
-        backoff = Backoff(spin=SPIN_SECONDS, deep=DEEP_POKED) if poked else Backoff(spin=SPIN_SECONDS)
+        backoff = (Backoff(spin=SPIN_SECONDS, idle_after=POKED_IDLE_AFTER, deep=DEEP_POKED) if poked
+                   else Backoff(spin=SPIN_SECONDS))
         last_check = poked_at = 0.0
         delay = backoff.fast
         while self.running:
