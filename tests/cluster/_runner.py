@@ -16,8 +16,16 @@ def run_scenarios(namespace: dict) -> None:
         t0 = time.monotonic()
         try:
             namespace[name]()
-            print(f"RESULT {name} ok {time.monotonic() - t0:.2f}", flush=True)
+            _say(f"RESULT {name} ok {time.monotonic() - t0:.2f}")
         except BaseException as e:  # noqa: BLE001 - reported to pytest
             reason = "".join(traceback.format_exception(e)).replace("\n", " | ")
-            print(f"RESULT {name} FAIL {reason}", flush=True)
+            _say(f"RESULT {name} FAIL {reason}")
     ray.shutdown()
+
+
+def _say(line: str) -> None:
+    """One write for the whole line: tasks' output reaches the same stdout through the MPI
+    launcher at any moment, and print()'s separate write of the newline let a task's line
+    land inside a RESULT line (the scenario then read as not reported)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
