@@ -89,13 +89,6 @@ def _scan(value: Any, depth: int, left: list) -> int:
     return found
 
 
-def plain_blob(value: Any) -> Blob | None:
-    """The Blob of ``value`` when it is made only of plain values (no refs, no buffers), else None."""
-    if _scan(value, 0, [_SCAN_ITEMS]) == _PLAIN:
-        return Blob(pickle.dumps(value, protocol=5), [], ())
-    return None
-
-
 def dumps(value: Any, inband_limit: int = INBAND_LIMIT) -> Blob:
     """Serialize ``value``; raises TypeError naming what could not be pickled."""
     found = _scan(value, 0, [_SCAN_ITEMS])

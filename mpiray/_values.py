@@ -18,7 +18,7 @@ from . import exceptions as exc_mod
 from ._objref import ObjectRef, RefTracker
 from ._options import TaskOptions
 from ._protocol.messages import Failure, TaskSpec
-from ._serialization import ATOMS, Blob, dumps, loads, plain_blob
+from ._serialization import ATOMS, Blob, dumps, loads
 from ._store import shm
 
 
@@ -82,14 +82,15 @@ def make_spec(task_id: str, name: str, func_id: str, args: tuple, kwargs: dict,
               store_args: Callable[[Blob], str]) -> TaskSpec:
     """Build the spec; arguments over ``inline_limit`` go to the store via ``store_args``."""
     deps: tuple = ()
-    blob = plain_blob((args, kwargs)) if args or kwargs else None  # no refs to look for
-    if blob is None and (args or kwargs):
-        deps = arg_dependencies(args, kwargs, options.resolve_nested_refs)
+    blob = None
+    if args or kwargs:
         try:
             blob = dumps((args, kwargs))
         except TypeError as exc:
             raise TypeError(f"{name}.remote(): an argument cannot be serialized "
                             f"({_which_arg(args, kwargs)}): {exc}") from None
+        if blob.refs:  # (no ref pickled: none to depend on)
+            deps = arg_dependencies(args, kwargs, options.resolve_nested_refs)
     args_ref = None
     arg_refs = blob.refs if blob is not None else ()
     if blob is not None and blob.nbytes() > inline_limit:
