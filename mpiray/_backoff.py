@@ -23,24 +23,33 @@ import time
 
 DEEP_POKED = 0.5  # s: the deep sleep of a loop whose every sender pokes it (2 wake-ups a second)
 POKED_IDLE_AFTER = 0.025  # s: ... and how long after activity it polls at least every ms (> POKE_GAP)
-# after a poke a loop polls at least this often for this long, in case the message it
-# announces shows in MPI a little after the poke (then it waits 20 ms, not 0.5 s)
+# after a poke a loop polls at least this often for this long (``Backoff.poked``), in case
+# the message it announces shows in MPI a little after the poke (then it waits 20 ms, not 0.5 s)
 POKED_RECHECK, POKED_RECHECK_EVERY = 0.1, 0.02
 
 
 class Backoff:
     __slots__ = ("spin", "fast", "fast_window", "busy_max", "idle_after", "idle", "deep_after", "deep",
-                 "_last", "_delay")
+                 "_last", "_delay", "_poked")
 
     def __init__(self, fast: float = 3e-5, fast_window: float = 5e-3, busy_max: float = 1e-3,
                  idle_after: float = 0.5, idle: float = 0.02, deep_after: float = 2.0,
-                 deep: float = 0.05, spin: float = 0.0):
+                 deep: float = 0.05, spin: float = 0.0, poked: bool = False):
+        """``poked``: every rank that sends this loop anything pokes its wake-up pipe."""
+        if poked:
+            idle_after, deep = POKED_IDLE_AFTER, DEEP_POKED
         self.spin = spin
         self.fast, self.fast_window, self.busy_max = fast, fast_window, busy_max
         self.idle_after, self.idle = idle_after, idle
         self.deep_after, self.deep = deep_after, deep
         self._last = time.monotonic()
         self._delay = fast
+        self._poked = float("-inf")
+
+    def poked(self, when: float) -> None:
+        """The loop's pipe was poked at ``when``: poll every ``POKED_RECHECK_EVERY`` for a
+        while, in case the message it announces shows in MPI a little after the poke."""
+        self._poked = max(self._poked, when)
 
     def reset(self) -> None:
         self._last = time.monotonic()
@@ -55,15 +64,15 @@ class Backoff:
 
     def next(self) -> float:
         """Seconds to sleep now (0: poll again at once, yielding the core)."""
-        quiet = time.monotonic() - self._last
+        now = time.monotonic()
+        quiet = now - self._last
         if quiet < self.spin:
             return 0.0
         if quiet < self.fast_window:
             return self.fast
-        if quiet > self.deep_after:
-            return self.deep
         if quiet > self.idle_after:
-            return self.idle
+            delay = self.deep if quiet > self.deep_after else self.idle
+            return min(delay, POKED_RECHECK_EVERY) if now - self._poked < POKED_RECHECK else delay
         self._delay = min(self.busy_max, self._delay * 2)
         return self._delay
 

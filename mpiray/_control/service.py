@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from .._backoff import DEEP_POKED, POKED_IDLE_AFTER, POKED_RECHECK, POKED_RECHECK_EVERY, Backoff, tighten_timer_slack
+from .._backoff import Backoff, tighten_timer_slack
 from .._liveness import process_alive
 from .._protocol import messages as m
 from .._store.shm import MAPS
@@ -116,8 +116,7 @@ class Service:
     def _run(self) -> None:
         tighten_timer_slack()
         poked = self.wake_pipe is not None and len(self.same_host) == self.transport.size - 1
-        backoff = (Backoff(idle_after=POKED_IDLE_AFTER, deep=DEEP_POKED) if poked  # (every raylet
-                   else Backoff())                                                # pokes it)
+        backoff = Backoff(poked=poked)  # (every raylet pokes it)
         try:
             while not self.stop:
                 if self.driver_polling or time.monotonic() < self.driver_grace:
@@ -129,10 +128,8 @@ class Service:
                     backoff.reset()
                     continue
                 backoff.note(self.active_at)  # (the driver thread's steps count too)
-                delay = backoff.next()
-                if time.monotonic() - self.poked_at < POKED_RECHECK:  # a poke whose message
-                    delay = min(delay, POKED_RECHECK_EVERY)  # MPI did not show at once
-                self._sleep(delay)  # poked or not, the next step says if it was activity
+                backoff.poked(self.poked_at)
+                self._sleep(backoff.next())  # poked or not, the next step says if it was activity
                 self.wake_event.clear()
         except BaseException as exc:  # surfaced to the driver by get()/shutdown()
             self.error = exc

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import Any
 
-from .._backoff import DEEP_POKED, POKED_IDLE_AFTER, POKED_RECHECK, POKED_RECHECK_EVERY, Backoff, delivery_poll_interval, tighten_timer_slack
+from .._backoff import Backoff, delivery_poll_interval, tighten_timer_slack
 from .._liveness import process_alive
 from .._protocol import messages as m
 from .._protocol.messages import Failure
@@ -130,10 +130,9 @@ class Raylet(RayletLeases):
     # -- main loop ---------------------------------------------------------
     def serve(self) -> None:
         tighten_timer_slack()
-        poked = self.pool.wake is not None and all(h == self.hosts[self.rank] for h in self.hosts)
-        backoff = (Backoff(spin=SPIN_SECONDS, idle_after=POKED_IDLE_AFTER, deep=DEEP_POKED) if poked
-                   else Backoff(spin=SPIN_SECONDS))
-        last_check = poked_at = 0.0
+        every_sender_pokes = self.pool.wake is not None and all(h == self.hosts[self.rank]
+                                                                for h in self.hosts)
+        backoff, last_check = Backoff(spin=SPIN_SECONDS, poked=every_sender_pokes), 0.0
         delay = backoff.fast
         while self.running:
             busy = False
@@ -170,9 +169,7 @@ class Raylet(RayletLeases):
                 delay = max(backoff.fast, min(self.delivering.values()))
             if poked:  # poll again at once; what came decides whether the loop wakes up (a
                 delay = 0.0  # heartbeat does not: an idle loop stays idle)
-                poked_at = now
-            elif now - poked_at < POKED_RECHECK:  # in case its message shows in MPI a bit later
-                delay = min(delay, POKED_RECHECK_EVERY)
+                backoff.poked(now)
             if now - last_check > 1.0:
                 last_check = now
                 self.pool.reap()

@@ -41,3 +41,17 @@ def test_activity_seen_by_another_thread_shortens_the_waits():
     assert b.next() == 0.02
     b.note(_time.monotonic())  # the driver thread moved messages just now
     assert b.next() == b.fast
+
+
+def test_a_poked_loop_sleeps_long_but_rechecks_soon_after_a_poke():
+    from mpiray._backoff import DEEP_POKED, POKED_RECHECK, POKED_RECHECK_EVERY
+
+    b = Backoff(poked=True, deep_after=0.0)
+    b._last = time.monotonic() - 1.0  # long quiet
+    assert b.next() == DEEP_POKED
+    b.poked(time.monotonic())
+    assert b.next() == POKED_RECHECK_EVERY  # the poke's message may show a little later
+    b.poked(time.monotonic() - 2 * POKED_RECHECK)  # an older poke changes nothing
+    assert b.next() == POKED_RECHECK_EVERY
+    b._poked = time.monotonic() - 2 * POKED_RECHECK
+    assert b.next() == DEEP_POKED
