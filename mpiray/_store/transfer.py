@@ -56,9 +56,19 @@ class PushJob:
         self.next_off = 0
 
 
-PUT_CHUNK = 32 << 20  # a delivery Puts this much at a time ...
-PUT_SLICE = 0.02  # ... for up to this many seconds per turn of the event loop (a turn between
-                  # chunks cost 1-5 ms here: a 100 MiB delivery took 5.5-11 ms in 32 MiB turns, 5.8 in one)
+# A delivery Puts at least this much at a time (a remainder of less than two chunks goes in
+# one Put), for up to PUT_SLICE seconds per turn of the event loop.  Big, because on one host
+# a Put is a memcpy, and glibc's memcpy streams past the cache (non-temporal stores) only
+# above a size of its own (240 MiB on the 2-core VM of benchmarks/RESULTS.md): 1 GiB Put in
+# 32 MiB pieces ran at 8.5 GB/s there, in 256 MiB pieces at 12.0, in one Put at 11.6.  A turn
+# of the owner's loop thus waits up to ~45 ms (512 MiB at 12 GB/s) for its other messages.
+PUT_CHUNK = 256 << 20
+PUT_SLICE = 0.02
+
+
+def put_piece(left: int) -> int:
+    """How much of the ``left`` bytes of a delivery the next Put moves."""
+    return left if left < 2 * PUT_CHUNK else PUT_CHUNK
 
 
 class PullJob:
@@ -188,7 +198,7 @@ class Transfers:
         while self.puts and time.monotonic() < end:
             job = self.puts.popleft()
             off = job.next_off
-            n = min(PUT_CHUNK, job.view.nbytes - off)
+            n = put_piece(job.view.nbytes - off)
             if n:
                 self.t.put_to(job.dest, job.offset + off, job.view[off:off + n], self.alive)
             job.next_off = off + n

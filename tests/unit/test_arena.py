@@ -197,8 +197,22 @@ def test_owner_side_of_a_delivery(monkeypatch):
     x.on_deliver(0, "a", 0, 4096, 4096)
     while x.busy():
         x.pump_puts()
-    assert t.puts == [(0, 4096, big[0:4]), (0, 4100, big[4:8]), (0, 4104, big[8:10])]
+    # pieces of PUT_CHUNK; the last one takes a remainder shorter than two chunks whole
+    assert t.puts == [(0, 4096, big[0:4]), (0, 4100, big[4:10])]
     assert t.sent[-1] == (0, (m.DELIVERED, "a", 10))  # only once every chunk is in place
+
+
+def test_put_pieces_stay_big():
+    from mpiray._store.transfer import PUT_CHUNK, put_piece
+
+    assert put_piece(100) == 100
+    assert put_piece(2 * PUT_CHUNK - 1) == 2 * PUT_CHUNK - 1  # not a chunk and a small tail
+    assert put_piece(2 * PUT_CHUNK) == PUT_CHUNK
+    left, pieces = 5 * PUT_CHUNK + 7, []
+    while left:
+        pieces.append(put_piece(left))
+        left -= pieces[-1]
+    assert pieces == [PUT_CHUNK] * 4 + [PUT_CHUNK + 7]
 
 
 def test_close_while_a_value_dies():
