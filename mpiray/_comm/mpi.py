@@ -36,13 +36,13 @@ def _mpi():
     return MPI
 
 
-def world_size_hint() -> int:
+def world_size_hint(environ: Any = os.environ) -> int:
     """World size from the launcher's environment, without starting MPI."""
     for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    if os.environ.get("SLURM_STEP_NUM_TASKS", "").isdigit() and "SLURM_STEP_ID" in os.environ:
-        return int(os.environ["SLURM_STEP_NUM_TASKS"])
+        if environ.get(var, "").isdigit():
+            return int(environ[var])
+    if environ.get("SLURM_STEP_NUM_TASKS", "").isdigit() and "SLURM_STEP_ID" in environ:
+        return int(environ["SLURM_STEP_NUM_TASKS"])
     return 1
 
 
@@ -248,9 +248,38 @@ def _slurm_pmi2_workaround(environ: Any = os.environ) -> bool:
     return True
 
 
+def single_host_hint(environ: Any = os.environ) -> bool:
+    """Whether the launcher's environment says that every rank runs on this host (a lone
+    process, which spawns its ranks here, included), without starting MPI."""
+    if world_size_hint(environ) == 1:
+        return True
+    for local, world in (("MPI_LOCALNRANKS", "PMI_SIZE"),
+                         ("OMPI_COMM_WORLD_LOCAL_SIZE", "OMPI_COMM_WORLD_SIZE")):
+        if environ.get(local, "").isdigit() and environ.get(local) == environ.get(world):
+            return True
+    return environ.get("SLURM_STEP_NUM_NODES") == "1" and "SLURM_STEP_ID" in environ
+
+
+def _ucx_hooks_off(environ: Any = os.environ) -> bool:
+    """On one host, load UCX (the ``mpich`` wheel's network layer) without its memory
+    hooks (``UCX_MEM_EVENTS=no``, unless the user set it).  Returns whether it did.
+
+    Installing them patches every loaded library and took 40 ms of each rank's start
+    here (on the critical path twice in ``python app.py``: the driver's load, then the
+    raylet's).  They keep UCX's registration cache for network transfers true; on one host
+    the bytes move through shared memory and that cache has nothing to hold.  Across hosts
+    they stay on.
+    """
+    if "UCX_MEM_EVENTS" in environ or "mpi4py.MPI" in sys.modules or not single_host_hint(environ):
+        return False
+    environ["UCX_MEM_EVENTS"] = "no"
+    return True
+
+
 def launched_world() -> Transport:
     """COMM_WORLD of a job started by mpiexec/srun."""
     _slurm_pmi2_workaround()
+    _ucx_hooks_off()
     MPI = _mpi()
     return Transport(MPI.COMM_WORLD.Dup())
 
@@ -266,6 +295,7 @@ def spawn_world(nprocs: int, args: list[str]) -> Transport:
     bindir = os.path.dirname(mpiexec)
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    _ucx_hooks_off()  # the spawned ranks inherit it
     MPI = _mpi()
     inter = MPI.COMM_SELF.Spawn(sys.executable, args=args, maxprocs=nprocs)
     return Transport(inter.Merge(high=False), inter)

@@ -1,4 +1,5 @@
-"""What mpiray sets before MPI starts: only the Slurm pmi2 workaround, only where it applies."""
+"""What mpiray sets before MPI starts: the Slurm pmi2 workaround and, on one host, UCX without
+its memory hooks; each only where it applies."""
 
 from importlib import metadata
 
@@ -36,3 +37,36 @@ def test_other_launchers_are_left_alone():
     for env in ({}, {"PMI_FD": "5", "PMI_RANK": "0"}, dict(SRUN_PMI2, SLURM_MPI_TYPE="pmix")):
         env = dict(env)
         assert not _slurm_pmi2_workaround(env) and "MPIR_CVAR_CH4_NETMOD" not in env
+
+
+def test_ucx_hooks_go_off_only_on_one_host(monkeypatch):
+    import sys
+
+    from mpiray._comm.mpi import _ucx_hooks_off, single_host_hint
+
+    monkeypatch.delitem(sys.modules, "mpi4py.MPI", raising=False)
+    one_host = [{}, {"PMI_SIZE": "1"}, {"PMI_SIZE": "4", "MPI_LOCALNRANKS": "4", "PMI_RANK": "0"},
+                {"OMPI_COMM_WORLD_SIZE": "3", "OMPI_COMM_WORLD_LOCAL_SIZE": "3"},
+                {"SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "8", "SLURM_STEP_NUM_NODES": "1"}]
+    many = [{"PMI_SIZE": "4", "MPI_LOCALNRANKS": "2"},
+            {"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_SIZE": "1"},
+            {"SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "8", "SLURM_STEP_NUM_NODES": "2"},
+            {"PMI_SIZE": "2", "PMI_RANK": "0"}]  # a launcher that does not say: assume many
+    for env in one_host:
+        assert single_host_hint(env), env
+        assert _ucx_hooks_off(env) and env["UCX_MEM_EVENTS"] == "no"
+    for env in many:
+        assert not single_host_hint(env), env
+        assert not _ucx_hooks_off(env) and "UCX_MEM_EVENTS" not in env
+    mine = {"UCX_MEM_EVENTS": "yes"}
+    assert not _ucx_hooks_off(mine) and mine["UCX_MEM_EVENTS"] == "yes"  # the user's choice stays
+
+
+def test_ucx_hooks_are_left_alone_once_mpi_is_loaded(monkeypatch):
+    import sys
+
+    from mpiray._comm.mpi import _ucx_hooks_off
+
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", object())
+    env = {}
+    assert not _ucx_hooks_off(env) and "UCX_MEM_EVENTS" not in env
