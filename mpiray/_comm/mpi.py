@@ -251,13 +251,15 @@ def _slurm_pmi2_workaround(environ: Any = os.environ) -> bool:
 def single_host_hint(environ: Any = os.environ) -> bool:
     """Whether the launcher's environment says that every rank runs on this host (a lone
     process, which spawns its ranks here, included), without starting MPI."""
-    if world_size_hint(environ) == 1:
+    size = world_size_hint(environ)
+    if size == 1:
         return True
     for local, world in (("MPI_LOCALNRANKS", "PMI_SIZE"),
                          ("OMPI_COMM_WORLD_LOCAL_SIZE", "OMPI_COMM_WORLD_SIZE")):
-        if environ.get(local, "").isdigit() and environ.get(local) == environ.get(world):
-            return True
-    return environ.get("SLURM_STEP_NUM_NODES") == "1" and "SLURM_STEP_ID" in environ
+        if local in environ:  # Hydra or Open MPI said: believe it (not an enclosing srun step's)
+            return environ[local] == environ.get(world)
+    return (environ.get("SLURM_STEP_NUM_NODES") == "1" and "SLURM_STEP_ID" in environ
+            and environ.get("SLURM_STEP_NUM_TASKS") == str(size))  # srun started the ranks
 
 
 def _ucx_hooks_off(environ: Any = os.environ) -> bool:

@@ -332,7 +332,10 @@ class DriverRuntime(Deliveries):
                             # heartbeat: how long from asking to the bytes being there, and how
                             # ("put": straight into its arena; "get": through staging)
                             "RecentPulls": [{"ObjectID": oid, "Bytes": n, "Seconds": sec, "Way": way}
-                                            for oid, n, sec, way in info.get("recent_pulls", [])]})
+                                            for oid, n, sec, way in info.get("recent_pulls", [])],
+                            # tasks it sent to the worker running the task whose result they
+                            # wait for, behind it (a chain: no round through the raylet per link)
+                            "TasksChained": info.get("chained", 0)})
             return out
 
     def cluster_resources(self) -> dict:

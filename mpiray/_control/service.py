@@ -72,6 +72,7 @@ class Service:
             self.xfer.start()
         self.peers: dict[int, tuple] = {}  # rank -> (host, pid) of raylets, for liveness checks
         self.same_host: set[int] = set()
+        self.xfer.near = self.same_host  # (filled by the driver at start-up)
         self.silence_limit = 30.0
         self.driver_polling = False
         self.driver_grace = 0.0  # until then the service thread stays paused (driver.py)
@@ -256,6 +257,7 @@ class Service:
         elif kind == m.HEARTBEAT:
             if len(msg) > 1 and src in gcs.nodes:  # the raylet's recent pulls, for nodes()
                 gcs.nodes[src]["recent_pulls"] = msg[1]["pulls"]
+                gcs.nodes[src]["chained"] = msg[1].get("chained", 0)
         elif kind == m.BYE:
             self.byes.add(src)
         elif kind == "fatal":

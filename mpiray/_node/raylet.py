@@ -84,12 +84,15 @@ class Raylet(RayletLeases):
         self.local = LocalObjects()  # objects made on this node: answers gets without rank 0
         self.xfer = Transfers(transport, self.store, self._pulled, self._pull_lost, self._check_driver,
                               self._delivered)
+        self.xfer.near = {r for r, h in enumerate(hosts) if h == hosts[self.rank] and r != self.rank}
         self.regions: Any = None  # _store/regions.RegionCache: other hosts' objects, one copy each
         # objects an owner is Putting into this rank's arena -> seconds between polls for its end
         self.delivering: dict[str, float] = {}
         self.pull_started: dict[str, float] = {}  # oid -> when its bytes were asked for
         self.recent_pulls: deque = deque(maxlen=32)  # (oid, bytes, seconds, way), for nodes()
-        self.pulls_unreported = False  # recent_pulls changed since the last heartbeat
+        self.chained = 0  # tasks sent to the worker running the task they wait for (_chain)
+        self.interrupted: set[str] = set()  # tasks with a named interrupt file (_interrupt)
+        self.unreported = False  # recent_pulls or chained changed since the last heartbeat
         self.queue: deque[LocalTask] = deque()
         self.waiting: dict[str, LocalTask] = {}  # every task sent here and not yet done
         self.pulls: dict[str, list] = {}  # oid -> [LocalTask | GetRequest]
@@ -174,9 +177,10 @@ class Raylet(RayletLeases):
                 last_check = now
                 self.pool.reap()
                 self._check_driver()
-                if self.pulls_unreported:
-                    self.pulls_unreported = False
-                    self.t.send(0, (m.HEARTBEAT, {"pulls": list(self.recent_pulls)}))
+                if self.unreported:
+                    self.unreported = False
+                    self.t.send(0, (m.HEARTBEAT, {"pulls": list(self.recent_pulls),
+                                                  "chained": self.chained}))
                 else:
                     self.t.send(0, (m.HEARTBEAT,))
 
@@ -338,7 +342,7 @@ class Raylet(RayletLeases):
         started = self.pull_started.pop(oid, None)
         if started is not None:
             self.recent_pulls.append((oid, nbytes, time.monotonic() - started, way))
-            self.pulls_unreported = True
+            self.unreported = True
 
     def _hand_out(self, oid: str, local: tuple | None, src: int) -> None:
         """The bytes of ``oid`` are here now: in ``local``, or (None) in a region copy."""
@@ -394,7 +398,7 @@ class Raylet(RayletLeases):
         elif task in w.ahead:  # prefetched, not started: interrupt it once it starts
             task.cancel = force
         else:
-            self._interrupt(w, force)
+            self._interrupt(w, force, task)
 
     def _never_runs(self, task: LocalTask) -> None:
         """A cancelled task that did not start here: report it cancelled."""
@@ -404,14 +408,28 @@ class Raylet(RayletLeases):
         self.t.send(0, (m.DONE, task.spec.task_id, [], failure))
         self._made_nothing(task.spec)
 
-    def _interrupt(self, w: Worker, force: bool) -> None:
+    def _interrupt(self, w: Worker, force: bool, task: LocalTask) -> None:
         if force:
             w.proc.kill()  # reported through _worker_died; rank 0 knows it was cancelled
-        else:
-            try:
-                os.kill(w.pid, signal.SIGINT)  # KeyboardInterrupt inside the task
-            except ProcessLookupError:
-                pass
+            return
+        tid = task.spec.task_id  # KeyboardInterrupt inside that task only (m.interrupt_path)
+        try:
+            os.close(os.open(m.interrupt_path(self.store.root, tid), os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError:
+            return  # the session folder is gone: the job is ending
+        self.interrupted.add(tid)
+        try:
+            os.kill(w.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+    def _interrupt_over(self, task_id: str) -> None:
+        """The task that a named interrupt was for has ended: remove its file."""
+        self.interrupted.discard(task_id)
+        try:
+            os.unlink(m.interrupt_path(self.store.root, task_id))
+        except OSError:
+            pass
 
     def _ran(self, task: LocalTask) -> None:
         """Keep a running average of each function's run time (decides prefetching)."""
@@ -500,6 +518,8 @@ class Raylet(RayletLeases):
             self.queue.rotate(skipped)
         if self.queue:
             self._prefetch(sent)
+        if self.dep_waiters:
+            self._chain(sent)
         for w in sent:
             if w.outbox:
                 w.write_outbox()
@@ -550,6 +570,58 @@ class Raylet(RayletLeases):
             if added and w not in sent:
                 sent.append(w)
 
+    def _chain(self, sent: list[Worker]) -> None:
+        """Send a busy worker, behind its last task, the task that waits for that task's
+        result alone (a chain of dependent tasks): the worker runs it the moment the one
+        before ends, taking the argument from that task's results (``m.CHAINED``), with
+        no round through this raylet per link.
+
+        Only where the result has no other waiting consumer (several go to whichever
+        worker is free), and under the rules of ``_prefetch``.  A worker that cannot use
+        the result (its task failed) reports the chained task's argument lost, and rank 0
+        sends it again once the argument is settled, as for any lost argument.
+        """
+        for w in self.pool.workers.values():
+            cur = w.task
+            if cur is None or w.blocked or cur.gpus or w.leased is not None:
+                continue
+            took = self.durations.get(cur.spec.func_id, 1.0)
+            if took > PREFETCH_MAX_SECONDS:
+                continue
+            depth = max(1, min(PREFETCH_DEPTH, int(PREFETCH_MAX_SECONDS / max(took, 1e-6))))
+            added = False
+            while len(w.ahead) < depth:
+                last = w.ahead[-1] if w.ahead else cur
+                nxt = None
+                for oid in last.spec.return_ids:
+                    waiters = self.dep_waiters.get(oid)
+                    if waiters and len(waiters) == 1:
+                        nxt = waiters[0]
+                        break
+                if (nxt is None or nxt.missing != 1 or nxt.spec.task_id not in self.waiting
+                        or nxt.spec.demand != cur.spec.demand or nxt.cancel is not None
+                        or (w.ahead and _inline_bytes(nxt) > PREFETCH_SMALL_BYTES)):
+                    break
+                del self.dep_waiters[oid]
+                nxt.deps[oid] = m.CHAINED
+                nxt.missing = 0
+                nxt.gpus = ()
+                w.ahead.append(nxt)
+                self._send_run(w, nxt)
+                self.chained += 1
+                self.unreported = added = True
+            if added and w not in sent:
+                sent.append(w)
+
+    def _unchain(self, task: LocalTask) -> bool:
+        """A task sent ahead comes back unstarted: it waits for its chained arguments as
+        for any other made here.  Returns whether it is ready to run."""
+        for oid, info in task.deps.items():
+            if info == m.CHAINED:  # its maker has not ended (it ran or waits on that worker)
+                self.dep_waiters.setdefault(oid, []).append(task)
+                task.missing += 1
+        return task.missing == 0
+
     def _release(self, task: LocalTask, blocked: bool) -> None:
         for k, v in task.spec.demand.items():
             if k == "GPU":
@@ -584,13 +656,15 @@ class Raylet(RayletLeases):
         if pending is not None:  # interrupt only if that task still runs
             w.cancel_next = None
             if w.task is pending and not (kind == m.W_DONE and msg[1] == pending.spec.task_id):
-                self._interrupt(w, pending.cancel)
+                self._interrupt(w, pending.cancel, pending)
         if kind == m.W_DONE and w.leased is not None:
             self._leased_done(w, msg)
         elif kind == m.W_DONE:
             task = w.task
             _, task_id, results, failure = msg
             self.waiting.pop(task_id, None)
+            if task_id in self.interrupted:
+                self._interrupt_over(task_id)
             if w.get_req is not None:
                 w.get_req.stale = True
                 w.get_req = None
@@ -598,7 +672,8 @@ class Raylet(RayletLeases):
                 if w.blocked:
                     self._reacquire_cpu(task)
                     w.blocked = False
-                self._ran(task)
+                if failure is None or failure.kind != "lostdep":  # (no run: it took no time)
+                    self._ran(task)
                 if w.ahead:  # the next prefetched task starts now, on these resources
                     nxt = w.task = w.ahead.popleft()
                     nxt.started = time.monotonic()
@@ -606,7 +681,7 @@ class Raylet(RayletLeases):
                         if w.inbox.messages or w.conn.poll(0):
                             w.cancel_next = nxt  # it may be done already: its next message says
                         else:
-                            self._interrupt(w, nxt.cancel)
+                            self._interrupt(w, nxt.cancel, nxt)
                 elif task.lease is not None and self._lend(w, task, failure):
                     pass  # the worker and its CPU now serve rank 0 directly
                 else:  # (a lease asked for and not lent: rank 0 sees DONE without LEASED)
@@ -627,7 +702,8 @@ class Raylet(RayletLeases):
                 if nxt.spec.task_id == msg[1]:
                     w.ahead.remove(nxt)
                     nxt.worker = None
-                    self.queue.appendleft(nxt)
+                    if self._unchain(nxt):
+                        self.queue.appendleft(nxt)
                     break
         elif kind == m.W_PUT:
             self.t.send(0, (m.PUT, msg[1], msg[2], msg[3]))
@@ -742,7 +818,8 @@ class Raylet(RayletLeases):
         while w.ahead:  # never started: run them elsewhere, in their order
             nxt = w.ahead.pop()
             nxt.worker = None
-            self.queue.appendleft(nxt)
+            if self._unchain(nxt):  # (one chained to the lost task waits for its rebuild)
+                self.queue.appendleft(nxt)
         if task is None:
             return
         self.waiting.pop(task.spec.task_id, None)

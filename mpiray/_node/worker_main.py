@@ -109,6 +109,7 @@ class WorkerRuntime:
         self.lease_poll: Any = None  # select.poll over both connections while leased
         self.lease_task: m.TaskSpec | None = None
         self.announced = False
+        self.made: dict[str, tuple] = {}  # ObjInfo of what the last task returned (m.CHAINED)
 
     # -- messages ----------------------------------------------------------
     def send(self, msg: tuple) -> None:
@@ -281,9 +282,18 @@ class WorkerRuntime:
         return self.funcs[spec.func_id]
 
     def on_sigint(self, signum: int, frame: Any) -> None:
-        """Cancellation: interrupt the running task, never the worker's own loop."""
-        if self.running:
-            raise KeyboardInterrupt(f"task {self.task.name if self.task else ''} was cancelled")
+        """Cancellation: interrupt the running task, never the worker's own loop, and only
+        the task the raylet named (``m.interrupt_path``); rank 0 signals a leased worker,
+        which runs one task at a time, without naming it."""
+        task = self.task
+        if not self.running or task is None:
+            return
+        if self.lease_task is None:
+            try:
+                os.unlink(m.interrupt_path(self.store.root, task.task_id))
+            except FileNotFoundError:
+                return  # meant for the task before this one, which has ended
+        raise KeyboardInterrupt(f"task {task.name} was cancelled")
 
     def run(self, spec: m.TaskSpec, func_bytes: bytes | None, deps: dict, gpus: tuple,
             out: PrefixedStream, err: PrefixedStream) -> None:
@@ -291,11 +301,17 @@ class WorkerRuntime:
         out.set_task(spec.name)
         err.set_task(spec.name)
         results, failure = [], None
+        made, self.made = self.made, {}
         self.running = True
         try:
             func = self._function(spec, func_bytes)
             values, lost = {}, []
             for oid, info in deps.items():
+                if info[0] == "chained":  # returned by the task that ran just before (Raylet._chain)
+                    info = made.get(oid)
+                    if info is None:  # it failed: rank 0 settles the argument and sends us again
+                        lost.append(oid)
+                        continue
                 try:
                     values[oid] = decode(oid, info, None, self.store)
                 except FileNotFoundError:
@@ -328,6 +344,7 @@ class WorkerRuntime:
                     raise TypeError(f"task {spec.name} returned a value that cannot be serialized: "
                                     f"{exc}") from None
                 results.append((oid, info, contained))
+            self.made = {oid: info for oid, info, _c in results}
         except _Abandon:
             pass
         except BaseException as exc:  # noqa: BLE001 - the task's error goes to the caller

@@ -43,7 +43,7 @@ UNBLOCKED = "unblocked"    # (task_id,)
 BYE = "bye"                # ()
 LOST = "lost"              # ([object_id], rank) their copies at rank are gone: rebuild or fail them
 HEARTBEAT = "hb"           # () sent every second both ways: a silent rank 0 or raylet ends the job;
-                           # a raylet's may carry ({"pulls": [(oid, bytes, seconds, way)]},)
+                           # a raylet's may carry ({"pulls": [(oid, bytes, seconds, way)], "chained": n},)
 COPIED = "copied"          # (object_id,) this rank now holds a copy
 LEASED = "leased"          # (lease_id, worker_pid) before the DONE of that task (no LEASED: refused)
 LEASE_LOST = "lease_lost"  # (lease_id, why, where) the leased worker died or left the lease
@@ -58,6 +58,16 @@ DELIVERED = "delivered"    # (object_id, nbytes) the Put is complete (-1: not he
 
 # raylet -> worker
 W_RUN = "run"              # (TaskSpec, func_bytes | None, {dep_id: local ObjInfo}, gpu_ids)
+# a raylet cancels a running task by creating this file in the session folder, then sending
+# the worker SIGINT: the worker raises only inside that task (it may have gone on to the next
+# task sent ahead, which the signal must not hit)
+def interrupt_path(session_root: str, task_id: str) -> str:
+    return f"{session_root}/.interrupt-{task_id}"
+
+
+# the local ObjInfo of an argument that the task run just before, on the same worker, returns
+# (``Raylet._chain``): the worker takes it from that task's results
+CHAINED = ("chained",)
 W_OBJECTS = "objects"      # (request_id, [(object_id, local ObjInfo)]) answer to W_GET / W_UNGET
 W_EXIT = "exit"            # ()
 W_LEASE = "lease"          # (lease_id, address) connect to rank 0 there and serve it (_control/lease.py)

@@ -56,19 +56,23 @@ class PushJob:
         self.next_off = 0
 
 
-# A delivery Puts at least this much at a time (a remainder of less than two chunks goes in
-# one Put), for up to PUT_SLICE seconds per turn of the event loop.  Big, because on one host
-# a Put is a memcpy, and glibc's memcpy streams past the cache (non-temporal stores) only
-# above a size of its own (240 MiB on the 2-core VM of benchmarks/RESULTS.md): 1 GiB Put in
-# 32 MiB pieces ran at 8.5 GB/s there, in 256 MiB pieces at 12.0, in one Put at 11.6.  A turn
-# of the owner's loop thus waits up to ~45 ms (512 MiB at 12 GB/s) for its other messages.
+# A delivery Puts at least this much at a time (a remainder of less than two pieces goes in
+# one Put), for up to PUT_SLICE seconds per turn of the event loop.  To a rank of the same
+# host, big: there a Put is a memcpy, and glibc's memcpy streams past the cache (non-temporal
+# stores) only above a size of its own (240 MiB on the 2-core VM of benchmarks/RESULTS.md):
+# 1 GiB Put in 32 MiB pieces ran at 8.5 GB/s there, in 256 MiB pieces at 12.0, in one Put at
+# 11.6; a turn of the owner's loop then waits up to ~45 ms for its other messages.  Over a
+# network smaller, so that the owner's loop takes turns between deliveries and its messages.
 PUT_CHUNK = 256 << 20
+PUT_CHUNK_WIRE = 32 << 20
 PUT_SLICE = 0.02
 
 
-def put_piece(left: int) -> int:
-    """How much of the ``left`` bytes of a delivery the next Put moves."""
-    return left if left < 2 * PUT_CHUNK else PUT_CHUNK
+def put_piece(left: int, near: bool = True) -> int:
+    """How much of the ``left`` bytes of a delivery the next Put moves (``near``: to a rank
+    of this host)."""
+    chunk = PUT_CHUNK if near else PUT_CHUNK_WIRE
+    return left if left < 2 * chunk else chunk
 
 
 class PullJob:
@@ -100,6 +104,7 @@ class Transfers:
         self.puts: deque[PushJob] = deque()  # deliveries
         self.on_delivered_cb = on_delivered  # (oid, owner, nbytes): the Put into our arena is complete
         self.bytes_pulled = 0
+        self.near: set[int] = set()  # the other ranks of this host (put_piece)
 
     def start(self) -> None:
         """Call once the transport's staging window is open."""
@@ -198,7 +203,7 @@ class Transfers:
         while self.puts and time.monotonic() < end:
             job = self.puts.popleft()
             off = job.next_off
-            n = put_piece(job.view.nbytes - off)
+            n = put_piece(job.view.nbytes - off, job.dest in self.near)
             if n:
                 self.t.put_to(job.dest, job.offset + off, job.view[off:off + n], self.alive)
             job.next_off = off + n

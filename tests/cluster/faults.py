@@ -167,6 +167,75 @@ def scenario_tiny_tasks_sent_ahead_survive_a_worker_crash():
     assert out[300] in ("cancelled", 300)  # it may have finished before the cancel
 
 
+@ray.remote(max_retries=2, retry_exceptions=[KeyError])
+def link(x, i, fail_at, how, path):
+    if i == fail_at:
+        if how == "error":
+            raise ValueError(f"link {i} fails")
+        if how == "flaky" and not os.path.exists(path):
+            open(path, "w").close()
+            raise KeyError("the first try fails")
+        if how == "crash" and not os.path.exists(path):
+            open(path, "w").close()
+            os._exit(3)  # with the next links queued behind it in its socket
+        if how == "sleep":  # cancelled while it runs, with the next link behind it
+            time.sleep(30)
+        if how == "block":  # waits in get(): links sent behind it come back to the raylet
+            ray.get(sleeper.remote(0.2), timeout=T)
+    return x + 1
+
+
+def _chain(n, fail_at=-1, how="", path=""):
+    r = 0
+    for i in range(n):
+        r = link.remote(r, i, fail_at, how, path)
+    return r
+
+
+def _chained():
+    time.sleep(1.2)  # raylets report with their next heartbeat
+    return sum(n["TasksChained"] for n in ray.nodes())
+
+
+def scenario_chained_tasks_take_errors_retries_crashes_and_blocks():
+    # short links teach the raylet to send each link to the worker running the one before
+    # it, which takes the argument from that task's result (no round through the raylet)
+    before = _chained()
+    for _ in range(2):
+        assert ray.get(_chain(300), timeout=T) == 300
+    assert _chained() > before + 100  # most links went that way
+    # a link fails: every later link fails with its error, as Ray's do
+    expect(ValueError, lambda: ray.get(_chain(300, 150, "error"), timeout=T), "link 150 fails")
+    # its error is retried (retry_exceptions): the links behind it wait for the new try
+    assert ray.get(_chain(300, 150, "flaky", marker("chain-flaky")), timeout=T) == 300
+    assert os.path.exists(marker("chain-flaky"))
+    # its worker dies: it runs again (max_retries), then the links behind it
+    assert ray.get(_chain(300, 150, "crash", marker("chain-crash")), timeout=T) == 300
+    assert os.path.exists(marker("chain-crash"))
+    assert ray.get(_chain(300, 150, "block"), timeout=T) == 300
+    # cancelled while it runs: the interrupt hits it, never the link queued behind it
+    refs, r = [], 0
+    for i in range(300):
+        r = link.remote(r, i, 150, "sleep", "")
+        refs.append(r)
+    assert ray.get(refs[149], timeout=T) == 150
+    time.sleep(0.3)
+    ray.cancel(refs[150])
+    expect(rex.TaskCancelledError, lambda: ray.get(refs[150], timeout=T))
+    expect(rex.TaskCancelledError, lambda: ray.get(refs[-1], timeout=T))
+    # cancelled while it waits behind the link before it
+    refs, r = [], 0
+    for i in range(300):
+        r = link.remote(r, i, -1, "", "")
+        refs.append(r)
+    ray.cancel(refs[200])
+    try:
+        assert ray.get(refs[-1], timeout=T) == 300  # it had finished before the cancel
+    except rex.TaskCancelledError:
+        assert ray.get(refs[199], timeout=T) == 200
+        expect(rex.TaskCancelledError, lambda: ray.get(refs[200], timeout=T))
+
+
 def scenario_retry_exceptions():
     @ray.remote(retry_exceptions=True, max_retries=2)
     def flaky(path):

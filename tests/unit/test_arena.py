@@ -191,6 +191,7 @@ def test_owner_side_of_a_delivery(monkeypatch):
     big = bytes(range(10))
     t = _FakeTransport()
     x = transfer.Transfers(t, _FakeStore({"a": big, "b": b"xyz"}), None, None)
+    x.near = {0}
     x.on_deliver(0, "gone", 0, 8192, 100)
     x.on_deliver(0, "b", 0, 4096, 2)  # more than the room rank 0 set aside
     assert t.sent == [(0, (m.DELIVERED, "gone", -1)), (0, (m.DELIVERED, "b", -2))] and not t.puts
@@ -203,7 +204,11 @@ def test_owner_side_of_a_delivery(monkeypatch):
 
 
 def test_put_pieces_stay_big():
-    from mpiray._store.transfer import PUT_CHUNK, put_piece
+    from mpiray._store.transfer import PUT_CHUNK, PUT_CHUNK_WIRE, put_piece
+
+    assert PUT_CHUNK_WIRE < PUT_CHUNK  # to another host, the owner's loop takes turns sooner
+    assert put_piece(2 * PUT_CHUNK, near=False) == PUT_CHUNK_WIRE
+    assert put_piece(2 * PUT_CHUNK_WIRE - 1, near=False) == 2 * PUT_CHUNK_WIRE - 1
 
     assert put_piece(100) == 100
     assert put_piece(2 * PUT_CHUNK - 1) == 2 * PUT_CHUNK - 1  # not a chunk and a small tail

@@ -51,7 +51,12 @@ def test_ucx_hooks_go_off_only_on_one_host(monkeypatch):
     many = [{"PMI_SIZE": "4", "MPI_LOCALNRANKS": "2"},
             {"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_SIZE": "1"},
             {"SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "8", "SLURM_STEP_NUM_NODES": "2"},
-            {"PMI_SIZE": "2", "PMI_RANK": "0"}]  # a launcher that does not say: assume many
+            {"PMI_SIZE": "2", "PMI_RANK": "0"},  # a launcher that does not say: assume many
+            # mpiexec across the allocation, from inside a one-node srun step
+            {"PMI_SIZE": "8", "MPI_LOCALNRANKS": "4", "SLURM_STEP_ID": "0",
+             "SLURM_STEP_NUM_NODES": "1", "SLURM_STEP_NUM_TASKS": "1"},
+            {"OMPI_COMM_WORLD_SIZE": "8", "OMPI_COMM_WORLD_LOCAL_SIZE": "4", "SLURM_STEP_ID": "0",
+             "SLURM_STEP_NUM_NODES": "1", "SLURM_STEP_NUM_TASKS": "1"}]
     for env in one_host:
         assert single_host_hint(env), env
         assert _ucx_hooks_off(env) and env["UCX_MEM_EVENTS"] == "no"
