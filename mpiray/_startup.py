@@ -118,6 +118,9 @@ def run_raylet(transport: Any, early: Any = None) -> None:
     try:
         transport.close_arena()  # collective with rank 0, after every rank said bye
         transport.close_stage()
+        # what rank 0 sent after SHUTDOWN (a heartbeat, frees) is taken, not left unmatched
+        # for the MPI to warn of at exit: it sends nothing more once it is past these
+        transport.poll()
     finally:
         raylet.pool.shutdown(timeout=1.0)
         if raylet.pool.wake is not None:
