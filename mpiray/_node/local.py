@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from .._protocol import messages as m
@@ -44,7 +45,10 @@ class LocalObjects:
     """
 
     def __init__(self, max_items: int = 50_000, max_inline_bytes: int = 32 << 20):
-        self.items: dict[str, tuple] = {}
+        # oldest first; an OrderedDict, since taking the first key of a plain dict from which
+        # keys are popped at the front scans the holes they leave (it took 12% of a raylet's
+        # time in map+reduce once 50,000 objects were made)
+        self.items: OrderedDict[str, tuple] = OrderedDict()
         self.inline_bytes = 0
         self.max_items, self.max_inline_bytes = max_items, max_inline_bytes
 
@@ -57,8 +61,7 @@ class LocalObjects:
         self.items[oid] = info
         self.inline_bytes += self._size(info)
         while len(self.items) > self.max_items or self.inline_bytes > self.max_inline_bytes:
-            old = next(iter(self.items))
-            self.inline_bytes -= self._size(self.items.pop(old))
+            self.inline_bytes -= self._size(self.items.popitem(last=False)[1])
 
     def get(self, oid: str) -> tuple | None:
         return self.items.get(oid)
