@@ -29,17 +29,12 @@ from .._protocol import messages as m
 from .._protocol.messages import Failure
 from .._store.shm import Store, check_shared_memory, register_spill_root
 from .._store.transfer import Transfers
+from .ahead import RayletAhead
 from .leases import RayletLeases
 from .local import GetRequest, LocalObjects, LocalTask
 from .pool import Pool, Worker
 
 UNIT = 10_000
-PREFETCH_MAX_SECONDS = 0.002  # prefetch only behind functions that usually run shorter
-PREFETCH_DEPTH = 16  # at most this many tasks sent ahead to one worker (about 2 ms of work)
-# beyond the first, only tasks with this few inline bytes go ahead: what waits in a worker's
-# socket stays well under its buffer, so the raylet's write never blocks (the worker may be
-# blocked sending its result to the raylet at the same time)
-PREFETCH_SMALL_BYTES = 4096
 # A raylet makes no full garbage collection while busy, only when its loop goes idle, at
 # most this often: its tables hold ~170,000 objects after a burst of tiny tasks (the recent
 # objects of ``LocalObjects``), and a full collection then took 50-70 ms, in the middle of a
@@ -52,17 +47,7 @@ ZERO_SILENCE_FACTOR = 3
 SPIN_SECONDS = 0.001  # after activity the loop polls without sleeping this long (yielding the core)
 
 
-def _inline_bytes(task: LocalTask) -> int:
-    """Bytes of arguments and inputs that travel inside the task's W_RUN message."""
-    args = task.spec.args
-    n = args.nbytes() if args is not None else 0
-    for info in task.deps.values():
-        if info[0] == "inline":
-            n += info[1].nbytes()
-    return n
-
-
-class Raylet(RayletLeases):
+class Raylet(RayletLeases, RayletAhead):
     def __init__(self, transport: Any, config: Any, session: str, hosts: list[str], node: dict,
                  driver_pid: int | None, start_workers: bool = True, early: Any = None):
         self.t = transport
@@ -546,94 +531,6 @@ class Raylet(RayletLeases):
             func = self.funcs[task.spec.func_id]
         task.started = time.monotonic()
         w.queue_message((m.W_RUN, task.spec, func, task.deps, task.gpus))
-
-    def _prefetch(self, sent: list[Worker]) -> None:
-        """Queue the next short tasks in busy workers' sockets, behind their running task.
-
-        Only tasks with the same resource shape as the running one (each takes over
-        those resources when the one before ends), only CPU tasks, only for
-        functions whose recent runs were short (as many as fill about
-        ``PREFETCH_MAX_SECONDS``, at most ``PREFETCH_DEPTH``), and never behind a
-        task blocked in get().
-        The worker starts each the moment the one before ends, with no wait for a
-        raylet round; several sent together cost the worker one wake-up.
-        """
-        for w in self.pool.workers.values():
-            if not self.queue:
-                return
-            cur = w.task
-            if cur is None or w.blocked or cur.gpus or w.leased is not None:
-                continue  # (a leased worker takes tasks from rank 0 only)
-            took = self.durations.get(cur.spec.func_id, 1.0)
-            if took > PREFETCH_MAX_SECONDS:
-                continue
-            depth = max(1, min(PREFETCH_DEPTH, int(PREFETCH_MAX_SECONDS / max(took, 1e-6))))
-            added = False
-            while self.queue and len(w.ahead) < depth:
-                head = self.queue[0]
-                if head.spec.demand != cur.spec.demand or head.cancel is not None:
-                    break
-                if w.ahead and _inline_bytes(head) > PREFETCH_SMALL_BYTES:
-                    break  # only one big message ahead: a write to the worker must never block
-                self.queue.popleft()
-                head.gpus = ()
-                w.ahead.append(head)
-                self._send_run(w, head)
-                added = True
-            if added and w not in sent:
-                sent.append(w)
-
-    def _chain(self, sent: list[Worker]) -> None:
-        """Send a busy worker, behind its last task, the task that waits for that task's
-        result alone (a chain of dependent tasks): the worker runs it the moment the one
-        before ends, taking the argument from that task's results (``m.CHAINED``), with
-        no round through this raylet per link.
-
-        Only where the result has no other waiting consumer (several go to whichever
-        worker is free), and under the rules of ``_prefetch``.  A worker that cannot use
-        the result (its task failed) reports the chained task's argument lost, and rank 0
-        sends it again once the argument is settled, as for any lost argument.
-        """
-        for w in self.pool.workers.values():
-            cur = w.task
-            if cur is None or w.blocked or cur.gpus or w.leased is not None:
-                continue
-            took = self.durations.get(cur.spec.func_id, 1.0)
-            if took > PREFETCH_MAX_SECONDS:
-                continue
-            depth = max(1, min(PREFETCH_DEPTH, int(PREFETCH_MAX_SECONDS / max(took, 1e-6))))
-            added = False
-            while len(w.ahead) < depth:
-                last = w.ahead[-1] if w.ahead else cur
-                nxt = None
-                for oid in last.spec.return_ids:
-                    waiters = self.dep_waiters.get(oid)
-                    if waiters and len(waiters) == 1:
-                        nxt = waiters[0]
-                        break
-                if (nxt is None or nxt.missing != 1 or nxt.spec.task_id not in self.waiting
-                        or nxt.spec.demand != cur.spec.demand or nxt.cancel is not None
-                        or (w.ahead and _inline_bytes(nxt) > PREFETCH_SMALL_BYTES)):
-                    break
-                del self.dep_waiters[oid]
-                nxt.deps[oid] = m.CHAINED
-                nxt.missing = 0
-                nxt.gpus = ()
-                w.ahead.append(nxt)
-                self._send_run(w, nxt)
-                self.chained += 1
-                self.unreported = added = True
-            if added and w not in sent:
-                sent.append(w)
-
-    def _unchain(self, task: LocalTask) -> bool:
-        """A task sent ahead comes back unstarted: it waits for its chained arguments as
-        for any other made here.  Returns whether it is ready to run."""
-        for oid, info in task.deps.items():
-            if info == m.CHAINED:  # its maker has not ended (it ran or waits on that worker)
-                self.dep_waiters.setdefault(oid, []).append(task)
-                task.missing += 1
-        return task.missing == 0
 
     def _release(self, task: LocalTask, blocked: bool) -> None:
         for k, v in task.spec.demand.items():
