@@ -35,6 +35,7 @@ that fails too, the raylet ends with an error that says how to turn it off.
 from __future__ import annotations
 
 import ctypes
+import gc
 import mmap
 import os
 import pickle
@@ -198,12 +199,18 @@ def _cuda_loaded() -> bool:
         return False
 
 
+# the garbage collector's settings of workers: the interpreter's, taken at import, before
+# a raylet changes its own (raylet.py: FULL_GC_EVERY) and then forks a new zygote
+GC_THRESHOLD = gc.get_threshold()
+
+
 # -- inside the zygote -----------------------------------------------------------
 def _serve(sock: socket.socket, raylet: int, shared: Any) -> None:
     try:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != raylet:
             os._exit(0)
+        gc.set_threshold(*GC_THRESHOLD)  # not the raylet's (it makes no full collection while busy)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the raylet's to handle
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)

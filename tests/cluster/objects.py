@@ -36,6 +36,21 @@ def expected(nbytes, seed):
     return hashlib.sha256(np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8)).hexdigest()
 
 
+@ray.remote
+def gc_settings():
+    import gc
+
+    return gc.get_threshold()
+
+
+def scenario_forked_workers_keep_the_interpreters_garbage_collection():
+    # workers forked by a raylet's zygote (it has an arena here): the raylet makes no full
+    # collection while busy, its workers run user code and must
+    import gc
+
+    assert ray.get([gc_settings.remote() for _ in range(6)], timeout=T) == [gc.get_threshold()] * 6
+
+
 def scenario_pull_sizes_exact():
     ids = []
     for i, n in enumerate([1, 100 * 1024 + 1, MiB, 8 * MiB + 3, 64 * MiB, 256 * MiB]):

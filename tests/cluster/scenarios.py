@@ -314,6 +314,20 @@ def scenario_prefetched_tasks_and_blocking_tasks_mix():
     assert got[1] == 1 and got[0] > 0 and len(got) == 100
 
 
+@ray.remote
+def gc_settings():
+    import gc
+
+    return gc.get_threshold()
+
+
+def scenario_workers_keep_the_interpreters_garbage_collection():
+    # a raylet makes no full collection while busy; its workers run user code and must
+    import gc
+
+    assert ray.get([gc_settings.remote() for _ in range(4)], timeout=T) == [gc.get_threshold()] * 4
+
+
 def scenario_declared_gpus_are_assigned():
     gpus = ray.cluster_resources().get("GPU", 0)
     if not gpus:
