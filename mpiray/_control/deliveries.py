@@ -15,7 +15,6 @@ failed) gives its region back when it ends (``Service._delivered``).
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -133,21 +132,19 @@ class Deliveries:
             # service thread's hand-off cost a 100 MiB delivery ~2 ms
             started = time.monotonic() + info[2] / DELIVERY_RATE
             nap = delivery_poll_interval(info[2])
-            watch, me = self.gcs.watch, threading.get_ident()
-            watch[me] = {oid}  # (a rebuild of it wakes this wait too)
             try:
-                while d.nbytes is None:
-                    entry = self.gcs.objects.get(oid)
-                    if entry is None:
-                        raise exc_mod.ObjectLostError(f"object {oid} was freed during get()")
-                    if entry.info != info:
-                        raise LookAgain  # lost at its owner: rebuilt or moved meanwhile
-                    self._cond_wait(end, oid, started, nap)
+                with self.gcs.watching({oid}):  # (a rebuild of it wakes this wait too)
+                    while d.nbytes is None:
+                        entry = self.gcs.objects.get(oid)
+                        if entry is None:
+                            raise exc_mod.ObjectLostError(f"object {oid} was freed during get()")
+                        if entry.info != info:
+                            raise LookAgain  # lost at its owner: rebuilt or moved meanwhile
+                        self._cond_wait(end, oid, started, nap)
             except BaseException:
                 self._unwait(d)  # freed now if it ended, else when it ends
                 raise
             finally:
-                watch.pop(me, None)
                 self._stop_polling()
             d.waiters -= 1
             if service.deliveries.get(d.key) is d:  # the first waiter to see it done takes it

@@ -10,7 +10,6 @@ node's shared memory (or pulled over MPI first when they live on another host).
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import Any
 
@@ -194,9 +193,7 @@ class DriverRuntime(Deliveries):
             if entry is not None and 0 not in entry.copies:
                 self.gcs.out.append((info[1], (m.PULL, oid, 0)))
                 self.service.wake()
-            watch, me = self.gcs.watch, threading.get_ident()
-            watch[me] = {oid}  # (a rebuild of it wakes this wait too)
-            try:
+            with self.gcs.watching({oid}):  # (a rebuild of it wakes this wait too)
                 while True:
                     entry = self.gcs.objects.get(oid)
                     if entry is None:
@@ -206,8 +203,6 @@ class DriverRuntime(Deliveries):
                     if entry.info != info:
                         raise LookAgain  # lost at its owner: rebuilt or moved meanwhile
                     self._cond_wait(end, oid)
-            finally:
-                watch.pop(me, None)
 
     def _cond_wait(self, end: float | None, what: Any, started: float | None = None,
                    nap: float = 0.0) -> None:
@@ -275,38 +270,35 @@ class DriverRuntime(Deliveries):
         end = None if timeout is None else started + timeout
         ready: dict[str, tuple] = {}
         pending = list(dict.fromkeys(ids))
-        objects, watch, me = self.gcs.objects, self.gcs.watch, threading.get_ident()
-        with self.service.cond:
-            try:
-                while True:
-                    still = []
-                    for i, oid in enumerate(pending):
-                        entry = objects.get(oid)
-                        if entry is None:
-                            ready[oid] = ("err", lost_failure(oid, "it was freed (no ObjectRef left)"))
-                        elif entry.state != PENDING:
-                            ready[oid] = entry.info
-                        else:
-                            still.append(oid)
-                            if all_needed:
-                                still.extend(pending[i + 1:])
-                                break
-                    pending = still
-                    if len(ready) >= needed:
-                        return ready
-                    # what wakes this thread: the first pending object when all are needed
-                    # (the rest are looked at once it is made), else any of them
-                    watch[me] = {pending[0]} if all_needed else set(pending)
-                    try:
-                        self._cond_wait(end, f"{len(pending)} object(s)", started)
-                    except exc_mod.GetTimeoutError:
+        objects, watch = self.gcs.objects, self.gcs.watch
+        with self.service.cond, self.gcs.watching(None) as me:
+            while True:
+                still = []
+                for i, oid in enumerate(pending):
+                    entry = objects.get(oid)
+                    if entry is None:
+                        ready[oid] = ("err", lost_failure(oid, "it was freed (no ObjectRef left)"))
+                    elif entry.state != PENDING:
+                        ready[oid] = entry.info
+                    else:
+                        still.append(oid)
                         if all_needed:
-                            raise exc_mod.GetTimeoutError(
-                                f"get() timed out after {timeout}s: {len(pending)} of {len(set(ids))} "
-                                f"object(s) not ready (e.g. {pending[0]})") from None
-                        return ready
-            finally:
-                watch.pop(me, None)
+                            still.extend(pending[i + 1:])
+                            break
+                pending = still
+                if len(ready) >= needed:
+                    return ready
+                # what wakes this thread: the first pending object when all are needed
+                # (the rest are looked at once it is made), else any of them
+                watch[me] = {pending[0]} if all_needed else set(pending)
+                try:
+                    self._cond_wait(end, f"{len(pending)} object(s)", started)
+                except exc_mod.GetTimeoutError:
+                    if all_needed:
+                        raise exc_mod.GetTimeoutError(
+                            f"get() timed out after {timeout}s: {len(pending)} of {len(set(ids))} "
+                            f"object(s) not ready (e.g. {pending[0]})") from None
+                    return ready
 
     def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None
              ) -> tuple[list[ObjectRef], list[ObjectRef]]:

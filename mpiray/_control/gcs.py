@@ -18,6 +18,7 @@ arguments carry the ref and stored objects that contain it.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from .._protocol import messages as m
@@ -97,6 +98,11 @@ class GCS(LeaseMixin):
         self.watch: dict[int, Any] = {}
         self.stats = {"submitted": 0, "finished": 0, "retried": 0, "freed": 0, "rebuilt": 0}
         self._init_leases()
+
+    def watching(self, ids: set | None) -> "_Watching":
+        """``with gcs.watching(ids) as me``: meanwhile the calling thread is woken only by
+        the objects ``ids`` (None: any); ``watch[me]`` changes them."""
+        return _Watching(self.watch, ids)
 
     # -- nodes -------------------------------------------------------------
     def add_node(self, rank: int, info: dict) -> None:
@@ -545,3 +551,19 @@ class GCS(LeaseMixin):
         for node in self.scheduler.nodes.values():
             assert node.ntasks >= 0, (node.rank, node.ntasks)
             assert all(v >= 0 for v in node.load.values()), (node.rank, node.load)
+
+
+class _Watching:
+    """``GCS.watching``: a plain class, not a generator: it is on every get()'s path."""
+    __slots__ = ("watch", "ids", "me")
+
+    def __init__(self, watch: dict, ids: set | None):
+        self.watch, self.ids, self.me = watch, ids, 0
+
+    def __enter__(self) -> int:
+        self.me = threading.get_ident()
+        self.watch[self.me] = self.ids
+        return self.me
+
+    def __exit__(self, *exc: Any) -> None:
+        self.watch.pop(self.me, None)

@@ -9,7 +9,7 @@ raylet round.
   (``m.CHAINED``).
 
 A worker blocked in ``get()`` hands such tasks back (``W_BOUNCE``); a worker that dies
-leaves them unstarted; either way they wait or queue again (``_unchain``).
+leaves them unstarted; either way they wait or queue again (``_take_back``).
 """
 
 from __future__ import annotations
@@ -122,11 +122,13 @@ class RayletAhead:
             if added and w not in sent:
                 sent.append(w)
 
-    def _unchain(self, task: LocalTask) -> bool:
-        """A task sent ahead comes back unstarted: it waits for its chained arguments as
-        for any other made here.  Returns whether it is ready to run."""
+    def _take_back(self, task: LocalTask) -> None:
+        """A task sent ahead comes back unstarted (bounced, or its worker died): it queues
+        again, or, if it was chained, waits for that argument as for any other made here."""
+        task.worker = None
         for oid, info in task.deps.items():
             if info == m.CHAINED:  # its maker has not ended (it ran or waits on that worker)
                 self.dep_waiters.setdefault(oid, []).append(task)
                 task.missing += 1
-        return task.missing == 0
+        if task.missing == 0:
+            self.queue.appendleft(task)

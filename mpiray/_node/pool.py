@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from typing import Any, NamedTuple
+from typing import Any
 
 from .._protocol.channel import Channel, frame
 from .._watchdog import exit_words
@@ -55,11 +55,6 @@ def prestart() -> tuple[socket.socket, subprocess.Popen]:
         return parent, _spawn(child.fileno(), worker_env(dict(os.environ), (), None))
     finally:
         child.close()
-
-
-class _Adopted(NamedTuple):
-    channel: Channel
-    proc: Any
 
 
 class Worker:
@@ -157,7 +152,7 @@ class Pool:
             channel.close()
             self._reap.append(proc)
             return None
-        return _Adopted(channel, proc)
+        return channel, proc
 
     def _drop_early(self) -> None:
         if self.early is not None:  # its socket's end stops it

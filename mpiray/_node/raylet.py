@@ -611,9 +611,7 @@ class Raylet(RayletLeases, RayletAhead):
             for nxt in w.ahead:
                 if nxt.spec.task_id == msg[1]:
                     w.ahead.remove(nxt)
-                    nxt.worker = None
-                    if self._unchain(nxt):
-                        self.queue.appendleft(nxt)
+                    self._take_back(nxt)
                     break
         elif kind == m.W_PUT:
             self.t.send(0, (m.PUT, msg[1], msg[2], msg[3]))
@@ -725,11 +723,8 @@ class Raylet(RayletLeases, RayletAhead):
             return self._leased_worker_died(w, why)
         if w.get_req is not None:
             w.get_req.stale = True
-        while w.ahead:  # never started: run them elsewhere, in their order
-            nxt = w.ahead.pop()
-            nxt.worker = None
-            if self._unchain(nxt):  # (one chained to the lost task waits for its rebuild)
-                self.queue.appendleft(nxt)
+        while w.ahead:  # never started: run them elsewhere, in their order (one chained to
+            self._take_back(w.ahead.pop())  # the lost task waits for its rebuild)
         if task is None:
             return
         self.waiting.pop(task.spec.task_id, None)
