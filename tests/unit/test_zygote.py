@@ -7,11 +7,12 @@ import sys
 import textwrap
 
 PROLOGUE = textwrap.dedent("""
-    import json, os, signal, socket, sys, tempfile, threading
+    import atexit, json, os, shutil, signal, socket, sys, tempfile, threading
     from multiprocessing.connection import Connection
     from mpiray._node.zygote import Zygote
 
-    tmp = tempfile.mkdtemp()
+    tmp = tempfile.mkdtemp(prefix="mpiray-zygotetest-")
+    atexit.register(shutil.rmtree, tmp, True)
     CTX = {"store_capacity": 1 << 26, "spill_root": tmp, "rank": 1, "host": "h", "node_id": "n1",
            "session": "zygotetest00", "store_root": os.path.join(tmp, "mpiray-zygotetest00"),
            "inline_limit": 1024, "log_to_driver": False}
