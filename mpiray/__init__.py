@@ -4,6 +4,7 @@ Importing mpiray has no side effects: MPI, threads and processes start in ``init
 """
 
 from . import exceptions
+from ._actor import ActorClass, ActorHandle, get_actor, kill, method
 from ._api import (
     RemoteFunction,
     RuntimeContext,
@@ -27,6 +28,8 @@ from ._options import NodeAffinitySchedulingStrategy
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActorClass",
+    "ActorHandle",
     "NodeAffinitySchedulingStrategy",
     "ObjectRef",
     "RemoteFunction",
@@ -36,10 +39,13 @@ __all__ = [
     "cluster_resources",
     "exceptions",
     "get",
+    "get_actor",
     "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",
+    "kill",
+    "method",
     "nodes",
     "put",
     "remote",

@@ -16,7 +16,9 @@ from typing import Any, Callable
 from . import exceptions
 from ._config import Config
 from ._objref import ObjectRef
-from ._options import TaskOptions, validate_options
+from ._actor import ActorClass
+from ._options import (ACTOR_OPTION_NAMES, OPTION_NAMES, ActorOptions, TaskOptions,
+                       validate_actor_options, validate_options)
 from ._serialization import dumps_function
 
 _runtime: Any = None
@@ -146,22 +148,26 @@ class RemoteFunction:
 
 
 def remote(*args: Any, **options: Any) -> Any:
-    """``@remote`` or ``@remote(num_cpus=..., num_gpus=..., ...)`` on a function."""
+    """``@remote`` or ``@remote(num_cpus=..., num_gpus=..., ...)`` on a function or a class
+    (an actor: ``_actor.py``)."""
     if len(args) == 1 and not options and callable(args[0]):
-        return _make_remote(args[0], TaskOptions())
+        return _make_remote(args[0], {})
     if args:
         raise TypeError("@remote takes either a function or keyword options, e.g. @remote(num_gpus=1)")
-    opts = validate_options(TaskOptions(), options)
-    return lambda f: _make_remote(f, opts)
+    unknown = sorted(set(options) - set(OPTION_NAMES) - set(ACTOR_OPTION_NAMES))
+    if unknown:  # (the rest is checked for a function or a class when it is applied)
+        raise ValueError(f"unknown option(s) {', '.join(unknown)}; valid options are: "
+                         f"{', '.join(OPTION_NAMES)} (functions) and {', '.join(ACTOR_OPTION_NAMES)} "
+                         "(classes)")
+    return lambda f: _make_remote(f, options)
 
 
-def _make_remote(obj: Any, options: TaskOptions) -> RemoteFunction:
+def _make_remote(obj: Any, options: dict) -> Any:
     if isinstance(obj, type):
-        raise TypeError(f"@remote on class {obj.__name__}: actors are not supported yet; "
-                        "use remote functions and pass state through ObjectRefs")
+        return ActorClass(obj, validate_actor_options(ActorOptions(), options))
     if not callable(obj):
-        raise TypeError(f"@remote expects a function, got {type(obj).__name__}")
-    return RemoteFunction(obj, options)
+        raise TypeError(f"@remote expects a function or a class, got {type(obj).__name__}")
+    return RemoteFunction(obj, validate_options(TaskOptions(), options))
 
 
 # -- objects ------------------------------------------------------------------
@@ -264,6 +270,10 @@ class RuntimeContext:
 
     def get_accelerator_ids(self) -> dict:
         return {"GPU": list(self._ctx["gpu_ids"])}
+
+    def get_actor_id(self) -> str | None:
+        """The id of the actor whose method is running (None outside actors)."""
+        return self._ctx.get("actor_id")
 
     @property
     def node_id(self) -> str:

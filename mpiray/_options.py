@@ -138,3 +138,82 @@ def validate_options(base: TaskOptions, changes: Mapping[str, Any]) -> TaskOptio
                 raise TypeError(f"option name={value!r}: expected a string")
         out[name] = value
     return dataclasses.replace(base, **out)
+
+
+# -- actors --------------------------------------------------------------------
+# options of @remote on a class that go to its creation task (resources and placement)
+_ACTOR_TASK_OPTIONS = ("num_cpus", "num_gpus", "memory", "resources", "scheduling_strategy")
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorOptions:
+    """``@remote(...)`` on a class.  Like Ray, an actor holds no CPU unless it asks for one
+    (``num_cpus=0``): its resources are held from its creation until it dies."""
+
+    task: TaskOptions = TaskOptions(num_cpus=0, max_retries=0)
+    name: str = ""               # registered for get_actor(name)
+    max_restarts: int = 0        # restarts after its worker dies (-1: no limit)
+    max_task_retries: int = 0    # re-runs of a call that its worker's death interrupted
+    lifetime: str | None = None  # None or "detached": a named actor lives until kill() either way
+    get_if_exists: bool = False  # with name=: return the live actor of that name instead
+
+
+ACTOR_OPTION_NAMES = (*_ACTOR_TASK_OPTIONS, "name", "max_restarts", "max_task_retries", "lifetime",
+                      "get_if_exists", "max_concurrency", "namespace")
+
+
+def validate_actor_options(base: ActorOptions, changes: Mapping[str, Any]) -> ActorOptions:
+    """Return ``base`` with ``changes`` applied, or raise TypeError/ValueError naming the fix."""
+    unknown = sorted(set(changes) - set(ACTOR_OPTION_NAMES))
+    if unknown:
+        raise ValueError(f"unknown actor option(s) {', '.join(unknown)}; valid options are: "
+                         f"{', '.join(ACTOR_OPTION_NAMES)}")
+    task = validate_options(base.task, {k: v for k, v in changes.items() if k in _ACTOR_TASK_OPTIONS})
+    out: dict[str, Any] = {"task": task}
+    for key, value in changes.items():
+        if key in _ACTOR_TASK_OPTIONS:
+            continue
+        if key == "name":
+            if value is None:
+                value = ""
+            if not isinstance(value, str):
+                raise TypeError(f"actor option name={value!r}: expected a string")
+        elif key in ("max_restarts", "max_task_retries"):
+            value = _number(key, value, integer=True, minimum=-1)
+        elif key == "lifetime":
+            if value not in (None, "detached", "non_detached"):
+                raise ValueError(f"actor option lifetime={value!r}: expected None or 'detached'")
+            value = None if value == "non_detached" else value
+        elif key == "get_if_exists":
+            if not isinstance(value, bool):
+                raise TypeError(f"actor option get_if_exists={value!r}: expected True or False")
+        elif key == "max_concurrency":
+            if _number(key, value, integer=True, minimum=1) != 1:
+                raise ValueError(f"actor option max_concurrency={value!r}: an mpiray actor runs its "
+                                 "method calls one at a time, in the order they were made; use "
+                                 "several actors (or tasks) for parallel work")
+            continue
+        elif key == "namespace":
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"actor option namespace={value!r}: expected a string")
+            continue  # one job, one namespace
+        out[key] = value
+    if out.get("get_if_exists", base.get_if_exists) and not out.get("name", base.name):
+        raise ValueError("actor option get_if_exists=True needs name=...")
+    return dataclasses.replace(base, **out)
+
+
+def validate_method_options(changes: Mapping[str, Any]) -> dict:
+    """``@mpiray.method(...)`` and ``actor.f.options(...)``: num_returns and name."""
+    unknown = sorted(set(changes) - {"num_returns", "name"})
+    if unknown:
+        raise ValueError(f"unknown actor method option(s) {', '.join(unknown)}; valid options are: "
+                         "num_returns, name")
+    out = {}
+    if "num_returns" in changes:
+        out["num_returns"] = _number("num_returns", changes["num_returns"], integer=True, minimum=1)
+    if "name" in changes:
+        if not isinstance(changes["name"], str):
+            raise TypeError(f"option name={changes['name']!r}: expected a string")
+        out["name"] = changes["name"]
+    return out

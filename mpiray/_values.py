@@ -194,6 +194,8 @@ def rebuild_error(f: Failure) -> BaseException:
         return exc_mod.TaskCancelledError(f.function, f.message)
     if f.kind == "lost":
         return exc_mod.ObjectLostError(f.message)
+    if f.kind == "actor":
+        return exc_mod.ActorDiedError(f.message)
     if f.kind == "system":
         return _SYSTEM.get(f.type_name, exc_mod.RaySystemError)(f.message)
     header = f"in task {f.function} ({f.where}):\n"

@@ -16,6 +16,8 @@ The hierarchy::
           ├── ObjectStoreFullError         the node store cannot hold the object
           ├── InfeasibleResourceError      no node can ever satisfy the resource request
           │                                (also a ValueError)
+          ├── RayActorError                an actor cannot run a method call
+          │    └── ActorDiedError          ... because it is dead (the message says why)
           └── RemoteTraceback              carries a remote traceback as text; used as the
                                            ``__cause__`` of re-raised task exceptions
 
@@ -35,6 +37,8 @@ __all__ = [
     "ObjectLostError",
     "ObjectStoreFullError",
     "InfeasibleResourceError",
+    "RayActorError",
+    "ActorDiedError",
     "RemoteTraceback",
 ]
 
@@ -109,3 +113,12 @@ class ObjectStoreFullError(MpirayError):
 
 class InfeasibleResourceError(MpirayError, ValueError):
     """No node in the cluster can ever satisfy the task's resource request."""
+
+
+class RayActorError(MpirayError):
+    """An actor cannot run the method call: it died, was killed, or never started."""
+
+
+class ActorDiedError(RayActorError):
+    """The actor is dead: its constructor raised, its worker died (with no restart left),
+    ``mpiray.kill`` ended it, or every handle to it was dropped.  The message says which."""

@@ -82,16 +82,19 @@ class DriverRuntime(Deliveries):
         self.service.start()
 
     # -- tasks -------------------------------------------------------------
-    def submit(self, func_id: str, func_bytes: bytes, name: str, args: tuple, kwargs: dict,
-               options: TaskOptions) -> list[ObjectRef]:
+    def submit(self, func_id: str, func_bytes: bytes | None, name: str, args: tuple, kwargs: dict,
+               options: TaskOptions, amend: Any = None) -> list[ObjectRef]:
         self._check()
         spec = make_spec(self.ids.task(), name, func_id, args, kwargs, options,
                          self.config.inline_limit, self._store_args)
+        if amend is not None:  # an actor's creation or call (_actor.py)
+            amend(spec)
         with self.service.cond:
             self._sync_refs()
-            first = func_id not in self.exported
+            first = func_bytes is not None and func_id not in self.exported
             self.gcs.submit(spec, func_bytes if first else None, 0)
-            self.exported.add(func_id)
+            if first:
+                self.exported.add(func_id)
             if spec.args_ref is not None:
                 self.gcs.refs([(spec.args_ref, -1)])  # the task's pin keeps it now
             refs = [ObjectRef(oid, None) for oid in spec.return_ids]
@@ -179,8 +182,29 @@ class DriverRuntime(Deliveries):
         with self.service.cond:
             entry = self.gcs.objects.get(ref.id)
             if entry is not None and entry.producer is not None:
+                task = self.gcs.tasks.get(entry.producer)
+                if force and task is not None and task.spec.actor is not None:
+                    raise ValueError("cancel(force=True) is not allowed for an actor's task: it "
+                                     "would kill the actor; use mpiray.kill(actor) for that")
                 self.gcs.cancel(entry.producer, force, recursive)
         self._push()  # sends the CANCELs and wakes waiters of the cancelled objects
+
+    # -- actors (_actor.py) ------------------------------------------------
+    def kill_actor(self, actor_id: str, no_restart: bool) -> None:
+        self._check()
+        with self.service.cond:
+            self._sync_refs()
+            self.gcs.kill_actor(actor_id, no_restart)
+        self._push()
+
+    def get_actor(self, name: str) -> tuple:
+        self._check()
+        with self.service.cond:
+            found = self.gcs.lookup_actor(name)
+        if found is None:
+            raise ValueError(f"no live actor is named {name!r}; name one with "
+                             f"Cls.options(name={name!r}).remote(...)")
+        return found
 
     def _can_map(self, rank: int) -> bool:
         return rank == 0 or (self.config.share_host_memory and self.hosts[rank] == self.hosts[0])

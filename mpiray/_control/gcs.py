@@ -22,7 +22,8 @@ import threading
 from typing import Any
 
 from .._protocol import messages as m
-from .._protocol.messages import Failure, TaskSpec
+from .._protocol.messages import ACTOR_INIT, Failure, TaskSpec, is_method
+from .actors import ActorTable, cancelled_failure
 from .lease import LeaseMixin
 from .scheduler import GlobalScheduler
 
@@ -73,12 +74,7 @@ def lost_failure(object_id: str, why: str) -> Failure:
                    "", "")
 
 
-def cancelled_failure(spec: TaskSpec) -> Failure:
-    return Failure("cancelled", None, "TaskCancelledError",
-                   f"task {spec.name} ({spec.task_id}) was cancelled", "", spec.task_id, "")
-
-
-class GCS(LeaseMixin):
+class GCS(LeaseMixin, ActorTable):
     def __init__(self, pipeline: float = 2.0):
         self.functions: dict[str, bytes] = {}
         self.func_sent: dict[str, set[int]] = {}
@@ -98,6 +94,7 @@ class GCS(LeaseMixin):
         self.watch: dict[int, Any] = {}
         self.stats = {"submitted": 0, "finished": 0, "retried": 0, "freed": 0, "rebuilt": 0}
         self._init_leases()
+        self._init_actors()
 
     def watching(self, ids: set | None) -> "_Watching":
         """``with gcs.watching(ids) as me``: meanwhile the calling thread is woken only by
@@ -117,10 +114,12 @@ class GCS(LeaseMixin):
         ``placed``: the raylet that submitted it already runs it (two-level scheduling:
         it fit there and its inputs were there), so it is recorded as running there.
         """
-        if func_bytes is not None:
-            self.functions.setdefault(spec.func_id, func_bytes)
         if placed is None:
             self.scheduler.check_feasible(spec.demand, spec.strategy)
+        if spec.actor is not None:
+            self._check_actor_name(spec)
+        if func_bytes is not None:
+            self.functions.setdefault(spec.func_id, func_bytes)
         self.stats["submitted"] += 1
         for oid in spec.return_ids:
             entry = self.objects[oid] = ObjectEntry(PENDING, producer=spec.task_id)
@@ -139,6 +138,8 @@ class GCS(LeaseMixin):
             self.scheduler.acquire(placed, spec.demand)
             task.state, task.rank = "running", placed
             return
+        if spec.actor is not None:
+            self._actor_submitted(task)
         self._enter(task)
 
     def _enter(self, task: TaskEntry) -> None:
@@ -182,8 +183,8 @@ class GCS(LeaseMixin):
         its producers is sent out.
         """
         spec = task.spec
-        if spec.strategy != "DEFAULT" or task.missing > EARLY_MAX_PENDING:
-            return None
+        if spec.strategy != "DEFAULT" or task.missing > EARLY_MAX_PENDING or spec.actor is not None:
+            return None  # (an actor's calls go to it in order: _pump_actor; creations: strict)
         rank = None
         for oid in spec.deps:
             entry = self.objects.get(oid)
@@ -224,11 +225,14 @@ class GCS(LeaseMixin):
             if info[0] == "shm" and info[2] >= best_size:
                 best, best_size = info[1], info[2]
         task.state, task.lease = "ready", None
+        if spec.method is not None and spec.method != ACTOR_INIT:
+            return self._pump_actor(self.actors[spec.actor])
         if self.leases and (self._run_leased(task) or self._return_idle_leases()):
             return
         preferred = (best,) if best is not None else ()
         try:
-            rank = self.scheduler.place(spec.demand, spec.strategy, preferred, self._depth(spec))
+            rank = self.scheduler.place(spec.demand, spec.strategy, preferred, self._depth(spec),
+                                        spec.method == ACTOR_INIT)
         except Exception as exc:  # infeasible now (e.g. affinity to a dead node)
             return self._finish_failed(task, Failure("system", None, type(exc).__name__, str(exc),
                                                      "", spec.name, "rank 0"))
@@ -252,7 +256,7 @@ class GCS(LeaseMixin):
 
     def _dispatch(self, task: TaskEntry, rank: int) -> None:
         spec = task.spec
-        self.scheduler.acquire(rank, spec.demand)
+        self.scheduler.acquire(rank, spec.demand, spec.method == ACTOR_INIT)
         task.state, task.rank, task.sent_at = "running", rank, self.seq
         sent = self.func_sent.setdefault(spec.func_id, set())
         func = None
@@ -283,7 +287,7 @@ class GCS(LeaseMixin):
                     continue
                 try:
                     rank = sched.place(task.spec.demand, task.spec.strategy, (),
-                                       self._depth(task.spec))
+                                       self._depth(task.spec), task.spec.method == ACTOR_INIT)
                 except Exception as exc:
                     q.popleft()
                     self._finish_failed(task, Failure("system", None, type(exc).__name__, str(exc),
@@ -309,13 +313,20 @@ class GCS(LeaseMixin):
         if task.blocked:
             self.scheduler.unblock(rank, spec.demand)
             task.blocked = False
-        if task.lease is None:
-            self.scheduler.release(rank, spec.demand)
-        else:  # the lease keeps its CPU
+        if task.lease is not None:  # the lease keeps its CPU
             self._lease_task_over(task.lease, task_id)
+        elif spec.method == ACTOR_INIT:
+            if failure is None:  # the actor holds them while it lives
+                self.scheduler.release(rank, {})
+            else:
+                self.scheduler.release(rank, spec.demand, held=True)
+        elif not is_method(spec):  # (calls hold nothing)
+            self.scheduler.release(rank, spec.demand)
         if failure is not None and task.cancelled:
             failure = cancelled_failure(spec)
         if failure is not None and failure.kind == "lostdep" and not task.cancelled:
+            if is_method(spec):
+                self._requeue_call(task)
             # an argument's bytes vanished: rebuild it, then run this task again (no retry used)
             for oid in failure.lost:
                 entry = self.objects.get(oid)
@@ -325,11 +336,17 @@ class GCS(LeaseMixin):
             self._enter(task)  # pins the arguments again before the old pins go
             for oid in spec.arg_refs:
                 self._unpin(oid)
+        elif spec.method == ACTOR_INIT:
+            self._creation_over(task, results, failure)
+        elif failure is not None and failure.kind == "actor" and is_method(spec):
+            self._call_refused(task)
         elif failure is not None and failure.retryable and not task.cancelled and (
                 spec.max_retries < 0 or spec.attempt < spec.max_retries):
             spec.attempt += 1
             self.stats["retried"] += 1
             task.rank = None
+            if is_method(spec):
+                self._requeue_call(task)
             self._make_ready(task)
         elif failure is not None:
             self._finish_failed(task, failure)
@@ -439,6 +456,8 @@ class GCS(LeaseMixin):
             self.out.append((rank, (m.FREE, [oid])))
         for cid in entry.contained:
             self._unpin(cid)
+        if entry.producer in self.actors and oid == self.actors[entry.producer].spec.return_ids[0]:
+            self._actor_released(entry.producer)
 
     # -- losses and reconstruction ----------------------------------------
     def object_lost(self, oid: str, rank: int | None = None) -> None:
@@ -522,7 +541,7 @@ class GCS(LeaseMixin):
     # -- blocking in get ---------------------------------------------------
     def blocked(self, rank: int, task_id: str) -> None:
         task = self.tasks.get(task_id)
-        if task is not None and task.rank == rank and not task.blocked:
+        if task is not None and task.rank == rank and not task.blocked and not is_method(task.spec):
             task.blocked = True
             self.scheduler.block(rank, task.spec.demand)
             self._drain_queues()

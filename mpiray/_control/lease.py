@@ -69,7 +69,7 @@ class LeaseMixin:
         # socket, so the new results could be written before the old files are deleted)
         return (self.lease_host is not None and task.owner == 0 and self.driver_tasks == 1
                 and not task.rebuild and spec.parent is None and not spec.deps and not spec.arg_refs
-                and spec.strategy == "DEFAULT" and spec.demand == LEASE_DEMAND)
+                and spec.strategy == "DEFAULT" and spec.demand == LEASE_DEMAND and spec.actor is None)
 
     def _run_leased(self, task: Any) -> bool:
         """Send ``task`` to a ready leased worker; False if there is none."""

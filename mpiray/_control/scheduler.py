@@ -64,7 +64,7 @@ LIST_NODES = 16  # an infeasibility message lists nodes one by one up to this ma
 
 class NodeState:
     __slots__ = ("rank", "node_id", "total", "load", "ntasks", "alive", "limit", "slots", "index",
-                 "shapes", "keys")
+                 "shapes", "keys", "held", "pipeline")
 
     def __init__(self, rank: int, node_id: str, total: dict[str, int], pipeline: float,
                  index: int = 0):
@@ -74,12 +74,24 @@ class NodeState:
         self.load: dict[str, int] = {}
         self.ntasks = 0
         self.alive = True
+        self.pipeline = pipeline
+        self.held: dict[str, int] = {}  # what actors hold for their lifetime (part of load)
         self.limit = {k: int(v * pipeline) for k, v in total.items()}
         cpus = total.get("CPU", 0) // 10_000
         self.slots = self.limit[TASK_SLOTS] = max(4, int((cpus or 1) * pipeline * 2))
         self.index = index  # position in the scheduler's node table: the rotating tie-break
         self.shapes: list[_Shape] = []  # indexed demands this node could hold
         self.keys: dict[Any, int] = {}  # queue keys with hard affinity to this node -> order
+
+    def hold(self, demand: dict[str, int], sign: int) -> None:
+        """Actors hold ``demand`` here (``sign`` 1) or no longer (-1).  Only the rest of the
+        node is pipelined: a task queued behind an actor's resources would wait for as long
+        as the actor lives."""
+        for k, v in demand.items():
+            h = self.held[k] = self.held.get(k, 0) + sign * v
+            if not h:
+                del self.held[k]
+            self.limit[k] = h + int((self.total.get(k, 0) - h) * self.pipeline)
 
     def fits_ever(self, demand: dict[str, int]) -> bool:
         return all(self.total.get(k, 0) >= v for k, v in demand.items())
@@ -97,10 +109,16 @@ class NodeState:
             cap, mult = self.total, 1
         else:
             cap, mult = self.limit, depth
+        held = self.held if mult != 1 else None
         for k, v in items:
             used = load.get(k, 0)
-            if used > 0 and used + v > cap.get(k, 0) * mult:
-                return False
+            if used > 0:
+                if held and k in held:  # a deeper queue deepens what is not held only
+                    h = held[k]
+                    if used + v > h + (cap.get(k, 0) - h) * mult:
+                        return False
+                elif used + v > cap.get(k, 0) * mult:
+                    return False
         return True
 
     def utilization(self) -> float:
@@ -278,13 +296,17 @@ class GlobalScheduler:
         raise InfeasibleResourceError(shape.error)
 
     def place(self, demand: dict[str, int], strategy: Any = "DEFAULT",
-              preferred: Iterable[int] = (), depth: int = 1) -> int | None:
+              preferred: Iterable[int] = (), depth: int = 1, strict: bool = False) -> int | None:
         """A rank with room for ``demand`` now, or None; raises if it can never fit.
 
         ``depth`` > 1 lets a node's queue of such tasks grow ``depth`` times deeper
         than usual (the GCS passes it for functions that run very briefly, so a
-        node's queue still holds only a few milliseconds of work).
+        node's queue still holds only a few milliseconds of work).  ``strict``: only a
+        node with free capacity (an actor's creation: it must not queue behind
+        another actor, which may never end).
         """
+        if strict:
+            return self._place_strict(demand, strategy, preferred)
         shape = self._shapes.get((tuple(demand.items()), depth)) or self._shape(demand, depth)
         if isinstance(strategy, NodeAffinity):
             rank = self.by_id.get(strategy.node_id)
@@ -307,6 +329,28 @@ class GlobalScheduler:
             rank = self._pick(shape.open, shape.items, False, spread, depth)
             if rank is None and not shape.nodes:
                 self._raise_infeasible(demand, shape)
+        return rank
+
+    def _place_strict(self, demand: dict[str, int], strategy: Any, preferred: Iterable[int]) -> int | None:
+        shape = self._shapes.get((tuple(demand.items()), 1)) or self._shape(demand, 1)
+        items = shape.items
+        if isinstance(strategy, NodeAffinity):
+            rank = self.by_id.get(strategy.node_id)
+            node = self.nodes.get(rank) if rank is not None else None
+            if node is not None and node in shape.members:
+                if node.room(items, True):
+                    return rank
+                if not strategy.soft:
+                    return None
+            elif not strategy.soft:
+                self.check_feasible(demand, strategy)
+        for rank in preferred:
+            node = self.nodes.get(rank)
+            if node is not None and node in shape.members and node.room(items, True):
+                return rank
+        rank = self._pick(shape.free, items, True, strategy == "SPREAD")
+        if rank is None and not shape.nodes:
+            self._raise_infeasible(demand, shape)
         return rank
 
     @staticmethod
@@ -383,18 +427,25 @@ class GlobalScheduler:
         return None if best is None else best.rank
 
     # -- load accounting ---------------------------------------------------
-    def acquire(self, rank: int, demand: dict[str, int]) -> None:
+    def acquire(self, rank: int, demand: dict[str, int], held: bool = False) -> None:
+        """A task was sent to ``rank``; ``held``: an actor's creation (it keeps them)."""
         node = self.nodes[rank]
+        if held:
+            node.hold(demand, 1)
         node.ntasks += 1
         load = node.load
         for k, v in demand.items():
             load[k] = load.get(k, 0) + v
 
-    def release(self, rank: int, demand: dict[str, int]) -> None:
+    def release(self, rank: int, demand: dict[str, int], task: bool = True, held: bool = False) -> None:
+        """A task ended (``task=False``: only resources); ``held``: an actor held them."""
         node = self.nodes.get(rank)
         if node is None:
             return
-        node.ntasks -= 1
+        if held:
+            node.hold(demand, -1)
+        if task:
+            node.ntasks -= 1
         load = node.load
         for k, v in demand.items():
             load[k] = load.get(k, 0) - v

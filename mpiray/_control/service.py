@@ -254,6 +254,10 @@ class Service:
             gcs.lease_granted(src, msg[1], msg[2])
         elif kind == m.LEASE_LOST:
             gcs.lease_lost(src, msg[1], msg[2], msg[3])
+        elif kind == m.ACTOR_DIED:
+            gcs.actor_died(src, msg[1], msg[2], msg[3], msg[4])
+        elif kind == m.KILL:
+            gcs.kill_actor(msg[1], msg[2])
         elif kind == m.HEARTBEAT:
             if len(msg) > 1 and src in gcs.nodes:  # the raylet's recent pulls, for nodes()
                 gcs.nodes[src]["recent_pulls"] = msg[1]["pulls"]

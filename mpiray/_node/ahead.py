@@ -60,15 +60,16 @@ class RayletAhead:
             if not self.queue:
                 return
             cur = w.task
-            if cur is None or w.blocked or cur.gpus or w.leased is not None:
-                continue  # (a leased worker takes tasks from rank 0 only)
+            if cur is None or w.blocked or cur.gpus or w.leased is not None or cur.spec.actor is not None:
+                continue  # (a leased worker takes tasks from rank 0 only; an actor's, its calls)
             depth = self._ahead_depth(cur)
             if not depth:
                 continue
             added = False
             while self.queue and len(w.ahead) < depth:
                 head = self.queue[0]
-                if head.spec.demand != cur.spec.demand or head.cancel is not None:
+                if (head.spec.demand != cur.spec.demand or head.cancel is not None
+                        or head.spec.actor is not None):
                     break
                 if w.ahead and _inline_bytes(head) > PREFETCH_SMALL_BYTES:
                     break  # only one big message ahead: a write to the worker must never block
@@ -93,7 +94,7 @@ class RayletAhead:
         """
         for w in self.pool.workers.values():
             cur = w.task
-            if cur is None or w.blocked or cur.gpus or w.leased is not None:
+            if cur is None or w.blocked or cur.gpus or w.leased is not None or cur.spec.actor is not None:
                 continue
             depth = self._ahead_depth(cur)
             if not depth:
@@ -109,6 +110,7 @@ class RayletAhead:
                         break
                 if (nxt is None or nxt.missing != 1 or nxt.spec.task_id not in self.waiting
                         or nxt.spec.demand != cur.spec.demand or nxt.cancel is not None
+                        or nxt.spec.actor is not None
                         or (w.ahead and _inline_bytes(nxt) > PREFETCH_SMALL_BYTES)):
                     break
                 del self.dep_waiters[oid]

@@ -26,9 +26,10 @@ from typing import Any
 from .._backoff import Backoff, delivery_poll_interval, tighten_timer_slack
 from .._liveness import process_alive
 from .._protocol import messages as m
-from .._protocol.messages import Failure
+from .._protocol.messages import Failure, is_method
 from .._store.shm import Store, check_shared_memory, register_spill_root
 from .._store.transfer import Transfers
+from .actors import RayletActors
 from .ahead import RayletAhead
 from .leases import RayletLeases
 from .local import GetRequest, LocalObjects, LocalTask
@@ -47,7 +48,7 @@ ZERO_SILENCE_FACTOR = 3
 SPIN_SECONDS = 0.001  # after activity the loop polls without sleeping this long (yielding the core)
 
 
-class Raylet(RayletLeases, RayletAhead):
+class Raylet(RayletLeases, RayletAhead, RayletActors):
     def __init__(self, transport: Any, config: Any, session: str, hosts: list[str], node: dict,
                  driver_pid: int | None, start_workers: bool = True, early: Any = None):
         self.t = transport
@@ -94,6 +95,7 @@ class Raylet(RayletLeases, RayletAhead):
                "log_to_driver": config.log_to_driver}
         self.pool = Pool(ctx, max_idle=max(1, self.total.get("CPU", 0) // UNIT) + 2)
         self.pool.early = early
+        self._init_actors()
         self.running = True
         if start_workers:
             self.start_workers()
@@ -218,6 +220,8 @@ class Raylet(RayletLeases, RayletAhead):
         if func is not None:
             self.funcs[spec.func_id] = func
         task = LocalTask(spec, {})
+        if spec.method is not None and is_method(spec) and not self._call_arrived(task):
+            return
         self.waiting[spec.task_id] = task
         lost = []
         for oid, info in deps.items():
@@ -491,6 +495,10 @@ class Raylet(RayletLeases, RayletAhead):
         skipped, sent = 0, []
         while len(self.queue) > skipped:
             task = self.queue[0]
+            if task.spec.method is not None and is_method(task.spec):  # its inputs are here:
+                self.queue.popleft()  # it runs when its actor is free and the calls before it ran
+                self.actor_kick.add(task.spec.actor)
+                continue
             demand = task.spec.demand
             if not self._fits(demand):
                 self.queue.rotate(-1)
@@ -514,6 +522,8 @@ class Raylet(RayletLeases, RayletAhead):
             sent.append(w)
         if skipped:
             self.queue.rotate(skipped)
+        if self.actor_kick:
+            self._pump_actors(sent)
         if self.queue:
             self._prefetch(sent)
         if self.dep_waiters:
@@ -584,7 +594,9 @@ class Raylet(RayletLeases, RayletAhead):
                     w.blocked = False
                 if failure is None or failure.kind != "lostdep":  # (no run: it took no time)
                     self._ran(task)
-                if w.ahead:  # the next prefetched task starts now, on these resources
+                if task.spec.actor is not None:  # a creation or a call (_node/actors.py)
+                    self._actor_task_done(w, task, failure)
+                elif w.ahead:  # the next prefetched task starts now, on these resources
                     nxt = w.task = w.ahead.popleft()
                     nxt.started = time.monotonic()
                     if nxt.cancel is not None:  # cancelled while it waited in the socket
@@ -632,6 +644,8 @@ class Raylet(RayletLeases, RayletAhead):
             self._lease_task(w, msg[1])
         elif kind == m.W_MADE:
             self._made_by_lease(msg[1])
+        elif kind == m.W_KILL:
+            self.t.send(0, (m.KILL, msg[1], msg[2]))
         else:
             raise RuntimeError(f"raylet {self.rank} got an unknown message {kind!r} from worker {w.pid}")
 
@@ -664,7 +678,7 @@ class Raylet(RayletLeases, RayletAhead):
         if func is not None:
             self.funcs[spec.func_id] = func
         deps = {oid: self.local.get(oid) for oid in spec.deps}
-        if (spec.strategy == "DEFAULT" and not self.queue and spec.func_id in self.funcs
+        if (spec.strategy == "DEFAULT" and spec.actor is None and not self.queue and spec.func_id in self.funcs
                 and all(d is not None for d in deps.values()) and self._fits(spec.demand)):
             self.t.send(0, (m.SUBMIT, spec, func, self.rank))
             task = LocalTask(spec, deps)
@@ -721,6 +735,8 @@ class Raylet(RayletLeases, RayletAhead):
         task = w.task
         if w.leased is not None:
             return self._leased_worker_died(w, why)
+        if w.actor is not None:
+            return self._actor_worker_died(w, why)
         if w.get_req is not None:
             w.get_req.stale = True
         while w.ahead:  # never started: run them elsewhere, in their order (one chained to

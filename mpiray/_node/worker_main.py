@@ -15,6 +15,7 @@ import select
 import signal
 import sys
 import time
+import types
 from typing import Any
 
 from .. import _api
@@ -110,6 +111,9 @@ class WorkerRuntime:
         self.lease_task: m.TaskSpec | None = None
         self.announced = False
         self.made: dict[str, tuple] = {}  # ObjInfo of what the last task returned (m.CHAINED)
+        self.actor: Any = None  # the instance, once this worker is an actor (_node/actors.py)
+        self.actor_id: str | None = None
+        self.loop: Any = None  # the event loop of an actor's async methods
 
     # -- messages ----------------------------------------------------------
     def send(self, msg: tuple) -> None:
@@ -161,13 +165,16 @@ class WorkerRuntime:
             pass  # the raylet is gone (shutdown): the main loop ends on its socket
 
     # -- the public API inside a task --------------------------------------
-    def submit(self, func_id: str, func_bytes: bytes, name: str, args: tuple, kwargs: dict,
-               options: TaskOptions) -> list[ObjectRef]:
+    def submit(self, func_id: str, func_bytes: bytes | None, name: str, args: tuple, kwargs: dict,
+               options: TaskOptions, amend: Any = None) -> list[ObjectRef]:
         spec = make_spec(self.ids.task(), name, func_id, args, kwargs, options, self.inline_limit,
                          self._store_args)
         spec.parent = self.task.task_id if self.task is not None else None
-        first = func_id not in self.exported
-        self.exported.add(func_id)
+        if amend is not None:  # an actor's creation or call (_actor.py)
+            amend(spec)
+        first = func_bytes is not None and func_id not in self.exported
+        if first:
+            self.exported.add(func_id)
         self.send((m.W_SUBMIT, spec, func_bytes if first else None))
         if spec.args_ref is not None:
             self.send((m.W_REFS, [(spec.args_ref, -1)]))
@@ -253,12 +260,20 @@ class WorkerRuntime:
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         raise NotImplementedError("mpiray.cancel() is available on the driver only")
 
+    def kill_actor(self, actor_id: str, no_restart: bool) -> None:
+        self.send((m.W_KILL, actor_id, no_restart))
+
+    def get_actor(self, name: str) -> tuple:
+        raise NotImplementedError(
+            f"mpiray.get_actor({name!r}) is available on the driver only; pass the actor's "
+            "handle to the task as an argument instead")
+
     def context(self) -> dict:
         spec = self.task
         return {"rank": self.rank, "host": self.ctx["host"], "node_id": self.ctx["node_id"],
                 "task_id": spec.task_id if spec else None, "pid": os.getpid(), "job_id": self.ctx["session"],
                 "assigned_resources": {k: from_units(v) for k, v in (spec.demand if spec else {}).items()},
-                "gpu_ids": list(self.gpu_ids), "worker": True}
+                "gpu_ids": list(self.gpu_ids), "worker": True, "actor_id": self.actor_id}
 
     def nodes(self) -> list[dict]:
         raise NotImplementedError("mpiray.nodes() is available on the driver only")
@@ -305,6 +320,11 @@ class WorkerRuntime:
         self.running = True
         try:
             func = self._function(spec, func_bytes)
+            method = spec.method
+            if method is not None and method != m.ACTOR_INIT:  # a call of this worker's actor
+                if self.actor_id != spec.actor:
+                    raise RuntimeError(f"call {spec.name} reached a worker that is not its actor")
+                func = getattr(self.actor, method)
             values, lost = {}, []
             for oid, info in deps.items():
                 if info[0] == "chained":  # returned by the task that ran just before (Raylet._chain)
@@ -328,9 +348,20 @@ class WorkerRuntime:
                 args, kwargs = (), {}
             args, kwargs = resolve_arguments(args, kwargs, values, spec.resolve_nested_refs)
             value = func(*args, **kwargs)
+            if method is not None:
+                if method == m.ACTOR_INIT:
+                    self.actor, self.actor_id, value = value, spec.actor, None
+                elif type(value) is types.CoroutineType:  # an async method: run it to its end
+                    if self.loop is None:
+                        import asyncio
+
+                        self.loop = asyncio.new_event_loop()
+                    value = self.loop.run_until_complete(value)
             self.running = False
             n = len(spec.return_ids)
-            if n == 1:
+            if n == 0:  # an actor's restart: no object
+                outputs = []
+            elif n == 1:
                 outputs = [value]
             else:
                 outputs = list(value) if isinstance(value, (tuple, list)) else None

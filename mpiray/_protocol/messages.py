@@ -30,6 +30,7 @@ FREE = "free"              # ([object_id],)
 SHUTDOWN = "shutdown"      # ()
 CANCEL = "cancel"          # (task_id, force)
 LEASE = "lease"            # (task_id, lease_id) lend that task's worker to rank 0 when it is done
+KILL_ACTOR = "kill_actor"  # (actor_id,) end that actor's worker (it answers ACTOR_DIED)
 
 # raylet -> rank 0
 REGISTER = "register"      # (NodeInfo dict,)
@@ -47,6 +48,9 @@ HEARTBEAT = "hb"           # () sent every second both ways: a silent rank 0 or 
 COPIED = "copied"          # (object_id,) this rank now holds a copy
 LEASED = "leased"          # (lease_id, worker_pid) before the DONE of that task (no LEASED: refused)
 LEASE_LOST = "lease_lost"  # (lease_id, why, where) the leased worker died or left the lease
+KILL = "kill"              # (actor_id, no_restart) a task called mpiray.kill(actor)
+ACTOR_DIED = "actor_died"  # (actor_id, why, running task id | None, [unstarted task ids]) its worker
+                           # is gone; those tasks got no DONE (rank 0 retries or fails them)
 
 # either way, between any two ranks (see _store/transfer.py)
 PULL = "pull"              # (object_id, requester_rank) send me the bytes
@@ -88,6 +92,15 @@ W_BOUNCE = "bounce"        # (task_id,) a prefetched task arrived while blocked 
 W_UNLEASED = "unleased"    # () the lease ended: this worker is the raylet's again
 W_LEASE_TASK = "lease_task"  # (TaskSpec,) the leased task makes nested calls: account for it
 W_MADE = "made"            # ([(object_id, ObjInfo)],) stored results of a leased task
+W_KILL = "kill"            # (actor_id, no_restart) the task calls mpiray.kill(actor)
+
+
+ACTOR_INIT = "__init__"  # TaskSpec.method of an actor's creation task
+
+
+def is_method(spec: "TaskSpec") -> bool:
+    """A call of an actor's method (runs on its worker, in submission order, holding nothing)."""
+    return spec.method is not None and spec.method != ACTOR_INIT
 
 
 @dataclasses.dataclass(slots=True)
@@ -109,6 +122,13 @@ class TaskSpec:
     arg_refs: tuple = ()       # every ref carried by the args (kept alive while pending)
     attempt: int = 0
     parent: str | None = None  # the task that submitted this one (for recursive cancel)
+    # actors (``_actor.py``): the actor's id (its creation task's id) for its creation task and
+    # its method calls; ``method`` is ACTOR_INIT for the creation task; ``actor_opts`` (creation
+    # only) is an ``ActorOptions``-like tuple: (class name, methods, name, max_restarts,
+    # max_task_retries)
+    actor: str | None = None
+    method: str | None = None
+    actor_opts: tuple = ()
 
     def __reduce__(self):  # positional fields: half the bytes and time of the default
         return (TaskSpec, _spec_fields(self))
@@ -122,6 +142,7 @@ class Failure:
     """Why a task failed: the pickled exception (if it pickles) and the remote traceback."""
 
     kind: str                  # "error" (task raised) | "crash" (worker died) | "cancelled" | "lost"
+                               # | "actor" (the actor of a method call died or is gone)
                                # | "lostdep" (an argument's bytes are gone: rebuild, run again) | "system"
     exc_blob: Any              # Blob of the exception, or None
     type_name: str

@@ -13,7 +13,8 @@ class Checked(GCS):
 
     def __getattribute__(self, name):
         attr = super().__getattribute__(name)
-        if name in ("submit", "task_done", "put", "refs", "subscribe", "blocked", "unblocked", "copied"):
+        if name in ("submit", "task_done", "put", "refs", "subscribe", "blocked", "unblocked", "copied",
+                    "actor_died", "kill_actor"):
             def wrapped(*a, **k):
                 out = attr(*a, **k)
                 self.validate()

@@ -1,0 +1,271 @@
+"""The GCS's actor table (a mixin of ``GCS``): creation, ordered calls, death, restarts.
+
+An actor is a worker process that keeps an instance of a class between calls.
+Its *creation task* (``TaskSpec.method == ACTOR_INIT``, task id = actor id) is
+placed like any task; when its raylet reports it done, the worker belongs to
+the actor, which keeps the creation's resources until it dies.  Method calls
+(``m.is_method``) hold no resources and run one at a time, in the order they
+were submitted: rank 0 sends each to the actor's raylet once its inputs exist
+and every call before it was sent (a call waiting for an input holds up the
+ones behind it, as in Ray), and the raylet runs them in arrival order.
+
+::
+
+    creating ──(creation done)──> alive ──(worker died, restarts left)──> restarting
+       │                            │                                        │
+       │   (constructor raised, no restart left, kill(), handles gone)       │
+       └────────────────────────────┴──────────────> dead <──────────────────┘
+
+A dying actor's worker is reported by its raylet (``ACTOR_DIED``) with the
+call it was running and the calls it had not started: on a restart those
+queue again at the head (the running one only while ``max_task_retries``
+allows), otherwise they fail with ``ActorDiedError``.  The actor lives while
+its creation object does: every ``ActorHandle`` holds a ref to it and every
+pending call pins it, so when the last handle is gone (and a named actor's
+name is released by ``kill``) the actor ends.  Pure state: no IO.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from typing import Any
+
+from .._protocol import messages as m
+from .._protocol.messages import ACTOR_INIT, Failure, TaskSpec
+
+
+def cancelled_failure(spec: TaskSpec) -> Failure:
+    return Failure("cancelled", None, "TaskCancelledError",
+                   f"task {spec.name} ({spec.task_id}) was cancelled", "", spec.task_id, "")
+
+CREATING, ALIVE, RESTARTING, DEAD = "creating", "alive", "restarting", "dead"
+
+
+class ActorEntry:
+    __slots__ = ("actor_id", "state", "rank", "spec", "order", "name", "failure", "restarts",
+                 "class_name", "methods", "max_restarts", "max_task_retries", "held", "pinned")
+
+    def __init__(self, spec: TaskSpec):
+        class_name, methods, name, max_restarts, max_task_retries = spec.actor_opts
+        self.actor_id = spec.actor
+        self.spec = spec
+        self.state = CREATING
+        self.rank: int | None = None
+        self.order: deque[str] = deque()  # calls not sent yet, in submission order
+        self.name = name
+        self.failure: Failure | None = None
+        self.restarts = 0
+        self.class_name, self.methods = class_name, methods
+        self.max_restarts, self.max_task_retries = max_restarts, max_task_retries
+        self.held = False  # its raylet holds the creation's resources for it
+        self.pinned = False  # its creation's argument refs are kept for a restart
+
+    def describe(self) -> str:
+        return f"actor {self.class_name} ({self.actor_id}" + (f", name {self.name!r})" if self.name else ")")
+
+
+def actor_failure(actor: ActorEntry, why: str) -> Failure:
+    return Failure("actor", None, "ActorDiedError", f"{actor.describe()} is dead: {why}", "",
+                   actor.class_name, "")
+
+
+class ActorTable:
+    """Mixin of ``GCS``: see the module docstring."""
+
+    def _init_actors(self) -> None:
+        self.actors: dict[str, ActorEntry] = {}
+        self.actor_names: dict[str, str] = {}
+
+    # -- creation -----------------------------------------------------------
+    def _check_actor_name(self, spec: TaskSpec) -> None:
+        name = spec.actor_opts[2] if spec.method == ACTOR_INIT else ""
+        if name and name in self.actor_names:
+            raise ValueError(f"an actor named {name!r} already exists; pick another name, "
+                             f"get it with mpiray.get_actor({name!r}), or pass get_if_exists=True")
+
+    def _actor_submitted(self, task: Any) -> None:
+        """Record a creation task (a new actor) or queue a call behind the actor's others."""
+        spec = task.spec
+        if spec.method == ACTOR_INIT:
+            actor = self.actors[spec.actor] = ActorEntry(spec)
+            if actor.name:  # a named actor lives until kill(), handles or not
+                self.actor_names[actor.name] = actor.actor_id
+                self.objects[spec.return_ids[0]].refcount += 1
+            return
+        actor = self.actors.get(spec.actor)
+        if actor is None:  # e.g. a handle whose creation was refused: its calls fail
+            actor = self.actors[spec.actor] = ActorEntry(dataclasses.replace(
+                spec, actor_opts=("?", {}, "", 0, 0)))
+            actor.state, actor.failure = DEAD, actor_failure(actor, "it was never created")
+        actor.order.append(spec.task_id)
+
+    def _creation_over(self, task: Any, results: list, failure: Failure | None) -> None:
+        """The creation task ended on ``task.rank``: the actor is alive, restarts, or is dead."""
+        actor = self.actors[task.spec.actor]
+        if failure is None:
+            actor.rank, actor.held = task.rank, True
+            if actor.max_restarts and not actor.pinned:  # a restart runs it again with them
+                actor.pinned = True
+                for oid in task.spec.arg_refs:
+                    entry = self.objects.get(oid)
+                    if entry is not None:
+                        entry.pins += 1
+            self._finish_ok(task, results)
+            if actor.state == DEAD:  # killed while it was being made
+                self.out.append((actor.rank, (m.KILL_ACTOR, actor.actor_id)))
+            else:
+                actor.state = ALIVE
+                self._pump_actor(actor)
+            return
+        if actor.state != DEAD and failure.kind == "crash" and self._may_restart(actor):
+            actor.restarts += 1
+            task.spec.attempt += 1
+            self.stats["retried"] += 1
+            task.rank = None
+            self._make_ready(task)
+            return
+        if actor.state != DEAD:
+            if failure.kind == "error":
+                why = (f"its constructor raised {failure.type_name}: {failure.message}\n"
+                       f"{failure.traceback}")
+            else:
+                why = f"its creation failed: {failure.message}"
+            self._actor_dead(actor, actor_failure(actor, why))
+        self._finish_failed(task, actor.failure)
+
+    def _may_restart(self, actor: ActorEntry) -> bool:
+        return actor.max_restarts < 0 or actor.restarts < actor.max_restarts
+
+    # -- calls --------------------------------------------------------------
+    def _pump_actor(self, actor: ActorEntry) -> None:
+        """Send the actor's raylet its calls that are ready, in order, up to the first that
+        still waits for an input; a dead actor fails them all."""
+        order = actor.order
+        while order:
+            task = self.tasks.get(order[0])
+            if task is None or task.state in ("running", "done"):
+                order.popleft()  # finished early (cancelled, an input failed)
+                continue
+            if actor.state == DEAD:
+                order.popleft()
+                self._finish_failed(task, actor.failure)
+                continue
+            if actor.state != ALIVE or task.state != "ready":
+                return
+            order.popleft()
+            spec = task.spec
+            task.state, task.rank, task.sent_at = "running", actor.rank, self.seq
+            deps = {oid: self.objects[oid].info for oid in spec.deps}
+            self.out.append((actor.rank, (m.TASKS, spec, None, deps)))
+
+    def _requeue_call(self, task: Any) -> None:
+        """A call goes back to the head of its actor's queue (a retry, a lost input)."""
+        actor = self.actors.get(task.spec.actor)
+        if actor is not None:
+            actor.order.appendleft(task.spec.task_id)
+
+    def _call_refused(self, task: Any) -> None:
+        """The raylet had no such actor when the call arrived (it died meanwhile): the call
+        never ran, so it waits for a restart, or fails with the actor's death."""
+        actor = self.actors[task.spec.actor]
+        if actor.state in (CREATING, RESTARTING):
+            task.state, task.rank = "ready", None
+            actor.order.appendleft(task.spec.task_id)
+            self._pump_actor(actor)
+        else:
+            self._finish_failed(task, actor.failure or actor_failure(actor, "its worker died"))
+
+    # -- death ---------------------------------------------------------------
+    def actor_died(self, rank: int, actor_id: str, why: str, running: str | None,
+                   unstarted: list[str]) -> None:
+        """The actor's worker on ``rank`` is gone (``ACTOR_DIED``)."""
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.rank != rank or not actor.held:
+            return
+        actor.held = False
+        self.scheduler.release(rank, actor.spec.demand, task=False, held=True)
+        self._drain_queues()  # tasks waiting for what it held
+        calls = [self.tasks.get(tid) for tid in ([running] if running else []) + list(unstarted)]
+        calls = [t for t in calls if t is not None and t.state == "running" and t.rank == rank]
+        if actor.state != DEAD and self._may_restart(actor):
+            actor.restarts += 1
+            actor.state = RESTARTING
+            for task in reversed(calls):
+                spec = task.spec
+                if spec.task_id == running:  # it was interrupted: run it again only if allowed
+                    if task.cancelled:
+                        self._finish_failed(task, cancelled_failure(spec))
+                        continue
+                    if not (actor.max_task_retries < 0 or spec.attempt < actor.max_task_retries):
+                        self._finish_failed(task, actor_failure(
+                            actor, f"{why}, while it ran this call (max_task_retries="
+                                   f"{actor.max_task_retries}); the actor restarts"))
+                        continue
+                    spec.attempt += 1
+                task.state, task.rank = "ready", None
+                actor.order.appendleft(spec.task_id)
+            self._restart(actor)
+            return
+        if actor.state != DEAD:
+            self._actor_dead(actor, actor_failure(actor, why))
+        for task in calls:
+            self._finish_failed(task, actor.failure)
+
+    def _restart(self, actor: ActorEntry) -> None:
+        """Run the creation task again (it makes no object this time)."""
+        from .gcs import TaskEntry
+
+        spec = dataclasses.replace(actor.spec, return_ids=(), attempt=actor.restarts)
+        task = self.tasks[spec.task_id] = TaskEntry(spec, -1)
+        self.stats["retried"] += 1
+        self._enter(task)
+
+    def _actor_dead(self, actor: ActorEntry, failure: Failure) -> None:
+        """The actor will never run again: fail its queued calls, free its name."""
+        actor.state, actor.failure = DEAD, failure
+        if actor.pinned:
+            actor.pinned = False
+            for oid in actor.spec.arg_refs:
+                self._unpin(oid)
+        if actor.name and self.actor_names.get(actor.name) == actor.actor_id:
+            del self.actor_names[actor.name]
+            self.refs([(actor.spec.return_ids[0], -1)])  # (may end in _actor_released: dead)
+        self._pump_actor(actor)
+
+    def kill_actor(self, actor_id: str, no_restart: bool = True,
+                   why: str = "it was killed with mpiray.kill()") -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == DEAD:
+            return
+        if actor.state == ALIVE and not no_restart and self._may_restart(actor):
+            self.out.append((actor.rank, (m.KILL_ACTOR, actor_id)))  # ACTOR_DIED restarts it
+            return
+        was_alive = actor.state == ALIVE or actor.held
+        self._actor_dead(actor, actor_failure(actor, why))
+        if was_alive:
+            self.out.append((actor.rank, (m.KILL_ACTOR, actor_id)))
+        creation = self.tasks.get(actor_id)
+        if creation is not None:  # being made (or remade): stop that
+            self.cancel(actor_id, True, False)
+
+    def _actor_released(self, actor_id: str) -> None:
+        """The actor's creation object was freed: no handle and no pending call is left."""
+        actor = self.actors.get(actor_id)
+        if actor is not None and actor.state != DEAD:
+            self.kill_actor(actor_id, True, "every handle to it was dropped (an actor lives while "
+                                            "a handle to it does; name it to keep it)")
+
+    def lookup_actor(self, name: str) -> tuple | None:
+        """(actor id, class name, methods, class id, creation object id) of a live named actor."""
+        actor = self.actors.get(self.actor_names.get(name, ""))
+        if actor is None or actor.state == DEAD:
+            return None
+        spec = actor.spec
+        return actor.actor_id, actor.class_name, actor.methods, spec.func_id, spec.return_ids[0]
+
+    def actor_counts(self) -> dict:
+        counts: dict[str, int] = {}
+        for actor in self.actors.values():
+            counts[actor.state] = counts.get(actor.state, 0) + 1
+        return counts

@@ -1,0 +1,119 @@
+"""A raylet's actors (a mixin of ``Raylet``): each is one worker that keeps its instance.
+
+The creation task runs like any task, on a worker taken from the pool with the
+actor's resources; when it succeeds the worker leaves the pool for good and
+the resources stay held (``RayletActor``).  Calls (``m.is_method``) hold
+nothing: each joins its actor's FIFO when it arrives (rank 0 sends them in
+submission order), goes through the usual queue while its inputs arrive, and
+runs when it is at the head of the FIFO and the worker is free
+(``_pump_actors``).  When the worker dies, the raylet frees the resources and
+reports the call it ran and those it had not started (``ACTOR_DIED``): rank 0
+restarts the actor or fails them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from .._protocol import messages as m
+from .._protocol.messages import ACTOR_INIT, Failure
+from .local import LocalTask
+
+
+class RayletActor:
+    __slots__ = ("worker", "creation", "fifo")
+
+    def __init__(self, worker: Any, creation: LocalTask):
+        self.worker = worker
+        self.creation = creation  # its resources and GPUs are the actor's
+        self.fifo: deque[LocalTask] = deque()  # calls that arrived and did not start
+
+
+class RayletActors:
+    def _init_actors(self) -> None:
+        self.actors: dict[str, RayletActor] = {}
+        self.actor_kick: set[str] = set()  # actors whose next call may start now
+
+    def _call_arrived(self, task: LocalTask) -> bool:
+        """Queue a call behind its actor's others; False (and refused) if the actor is not
+        here (it died and rank 0 does not know yet)."""
+        actor = self.actors.get(task.spec.actor)
+        if actor is None:
+            spec = task.spec
+            failure = Failure("actor", None, "ActorDiedError",
+                              f"the actor of call {spec.name} is not on rank {self.rank}", "",
+                              spec.name, f"rank {self.rank}")
+            self.t.send(0, (m.DONE, spec.task_id, [], failure))
+            return False
+        actor.fifo.append(task)
+        return True
+
+    def _pump_actors(self, sent: list) -> None:
+        """Start the next call of each actor marked in ``actor_kick`` if it may start."""
+        kick, self.actor_kick = self.actor_kick, set()
+        for aid in kick:
+            actor = self.actors.get(aid)
+            if actor is None or actor.worker.task is not None:
+                continue
+            fifo = actor.fifo
+            while fifo:
+                task = fifo[0]
+                if self.waiting.get(task.spec.task_id) is not task:
+                    fifo.popleft()  # cancelled before it started
+                    continue
+                if task.missing:
+                    break  # its inputs are on their way; the calls behind it wait
+                fifo.popleft()
+                w = actor.worker
+                task.gpus = actor.creation.gpus
+                w.task = task
+                self._send_run(w, task)
+                if w not in sent:
+                    sent.append(w)
+                break
+
+    def _actor_task_done(self, w: Any, task: LocalTask, failure: Failure | None) -> None:
+        """A creation or call ended on ``w`` (after the usual bookkeeping of W_DONE)."""
+        spec = task.spec
+        if spec.method == ACTOR_INIT:
+            if failure is None:  # the worker is the actor's now, with the task's resources
+                self.actors[spec.actor] = RayletActor(w, task)
+                w.actor, w.task = spec.actor, None
+                self.actor_kick.add(spec.actor)
+            else:  # (its half-made state must not serve anyone)
+                self._release(task, blocked=False)
+                self.pool.stop_worker(w)
+            return
+        w.task = None
+        self.actor_kick.add(spec.actor)
+
+    def _actor_worker_died(self, w: Any, why: str) -> None:
+        """The worker of an actor is gone: free its resources and tell rank 0 which calls
+        it ran or held (they get no DONE)."""
+        actor = self.actors.pop(w.actor, None)
+        if w.get_req is not None:
+            w.get_req.stale = True
+        if actor is None:
+            return
+        self._release(actor.creation, blocked=False)
+        running = None
+        if w.task is not None:
+            running = w.task.spec.task_id
+            self.waiting.pop(running, None)
+            if running in self.interrupted:
+                self._interrupt_over(running)
+            self._made_nothing(w.task.spec)
+        unstarted = []
+        for task in actor.fifo:
+            if self.waiting.get(task.spec.task_id) is task:
+                del self.waiting[task.spec.task_id]
+                unstarted.append(task.spec.task_id)
+                self._made_nothing(task.spec)
+        where = f"rank {self.rank} on host {self.hosts[self.rank]}, pid {w.pid}"
+        self.t.send(0, (m.ACTOR_DIED, w.actor, f"its worker ({where}) died: {why}", running, unstarted))
+
+    def on_kill_actor(self, src: int, actor_id: str) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is not None:
+            actor.worker.proc.kill()  # reported by _actor_worker_died when its socket closes
