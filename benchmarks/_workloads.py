@@ -49,8 +49,17 @@ def make_tasks(api: Any) -> SimpleNamespace:
     def identity(a):
         return a
 
+    class Counter:
+        def __init__(self):
+            self.n = 0
+
+        def incr(self):
+            self.n += 1
+            return self.n
+
     return SimpleNamespace(
-        **{f.__name__: api.remote(f) for f in (noop, inc, square, add_all, touch, identity)}
+        **{f.__name__: api.remote(f) for f in (noop, inc, square, add_all, touch, identity)},
+        Counter=api.remote(Counter),
     )
 
 
@@ -96,6 +105,42 @@ def map_reduce(api, t, n):
         assert api.get(t.add_all.remote(*maps)) == sum(i * i for i in range(n))
 
     return _timed(run)
+
+
+def _actors(api, t, k):
+    """``k`` actors, each up (one call answered), for timing calls alone."""
+    actors = [t.Counter.remote() for _ in range(k)]
+    api.get([a.incr.remote() for a in actors])
+    return actors
+
+
+def actor_calls_sync(api, t, n):
+    (a,) = _actors(api, t, 1)
+
+    def run():
+        for _ in range(n):
+            api.get(a.incr.remote())
+
+    secs = _timed(run)
+    api.kill(a)
+    return secs
+
+
+def actor_calls_async(api, t, n):
+    (a,) = _actors(api, t, 1)
+    out = []
+    secs = _timed(lambda: out.extend(api.get([a.incr.remote() for _ in range(n)])))
+    assert out[-1] == n + 1  # every call ran, in order
+    api.kill(a)
+    return secs
+
+
+def actor_calls_1_n_async(api, t, n):
+    actors = _actors(api, t, 4)
+    secs = _timed(lambda: api.get([actors[i % 4].incr.remote() for i in range(n)]))
+    for a in actors:
+        api.kill(a)
+    return secs
 
 
 def _array(nbytes):
@@ -202,6 +247,21 @@ REGISTRY: dict[str, tuple[Workload, Callable]] = {
             _W("map_reduce", "tasks/s", 1_000, 100, True, "n maps then 1 reduce over all n refs"),
             map_reduce,
         ),
+        (
+            _W("1_1_actor_calls_sync", "us", 1_000, 100, False,
+               "n x get(actor.f.remote()): one round trip to one actor"),
+            actor_calls_sync,
+        ),
+        (
+            _W("1_1_actor_calls_async", "calls/s", 10_000, 1_000, True,
+               "n calls of one actor submitted, then one get of all"),
+            actor_calls_async,
+        ),
+        (
+            _W("1_n_actor_calls_async", "calls/s", 10_000, 1_000, True,
+               "n calls spread over 4 actors, then one get of all"),
+            actor_calls_1_n_async,
+        ),
         (_W("memcpy_1MiB", "GB/s", MIB, MIB, True, "anchor: numpy copyto, warm buffers"), memcpy),
         (_W("put_1MiB", "GB/s", MIB, MIB, True, "put of a 1 MiB ndarray"), put),
         (_W("get_1MiB", "GB/s", MIB, MIB, True, "get of a 1 MiB ndarray put by the driver"), get),
@@ -289,7 +349,7 @@ ALL = {**{name: w for name, (w, _) in REGISTRY.items()}, **{w.name: w for w in L
 
 def value(w: Workload, seconds: float, size: int) -> float:
     """Seconds of one repetition -> the reported value in ``w.unit``."""
-    if w.unit == "tasks/s":
+    if w.unit in ("tasks/s", "calls/s"):
         return (size + (1 if w.name == "map_reduce" else 0)) / seconds
     if w.unit == "us":
         return 1e6 * seconds / size

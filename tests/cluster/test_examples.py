@@ -13,6 +13,7 @@ EX = ROOT / "examples"
     ("pipeline.py", "samples=16000000", {}),
     ("map_reduce.py", "the: 4000 fox: 2000", {}),
     ("nested.py", "fib(8) = 21", {}),
+    ("parameter_server.py", "updates=200 error=", {}),
     ("gpu_task.py", "'CUDA_VISIBLE_DEVICES': '1'", {"MPIRAY_NUM_GPUS": "2"}),
 ])
 def test_example(name, expect, env):
