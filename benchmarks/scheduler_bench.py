@@ -130,7 +130,7 @@ def simulate(nodes: list, tasks: list, pipeline: float, backlog: int, drain: str
     heap: list[tuple] = []  # (finish time, seq, rank, task index)
     recent = [nodes[0][0]] * 64  # ranks recent tasks ran on: locality targets
     now = 0.0
-    seq = placed = calls = misses = queued = max_queued = max_running = pipelined_peak = 0
+    seq = placed = calls = misses = queued = max_queued = max_running = 0
     in_sched = in_drain_keys = 0.0
     n = len(tasks)
     nxt = 0

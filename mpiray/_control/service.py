@@ -258,6 +258,8 @@ class Service:
             gcs.actor_died(src, msg[1], msg[2], msg[3], msg[4])
         elif kind == m.KILL:
             gcs.kill_actor(msg[1], msg[2])
+        elif kind == m.LOOKUP:
+            gcs.out.append((src, (m.FOUND, msg[1], gcs.lookup_actor(msg[2]))))
         elif kind == m.HEARTBEAT:
             if len(msg) > 1 and src in gcs.nodes:  # the raylet's recent pulls, for nodes()
                 gcs.nodes[src]["recent_pulls"] = msg[1]["pulls"]

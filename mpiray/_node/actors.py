@@ -34,6 +34,8 @@ class RayletActors:
     def _init_actors(self) -> None:
         self.actors: dict[str, RayletActor] = {}
         self.actor_kick: set[str] = set()  # actors whose next call may start now
+        self.lookups: dict[int, tuple] = {}  # token -> (worker, request id) of a get_actor
+        self.lookup_seq = 0
 
     def _call_arrived(self, task: LocalTask) -> bool:
         """Queue a call behind its actor's others; False (and refused) if the actor is not
@@ -112,6 +114,17 @@ class RayletActors:
                 self._made_nothing(task.spec)
         where = f"rank {self.rank} on host {self.hosts[self.rank]}, pid {w.pid}"
         self.t.send(0, (m.ACTOR_DIED, w.actor, f"its worker ({where}) died: {why}", running, unstarted))
+
+    def _lookup(self, w: Any, rid: int, name: str) -> None:
+        """A task calls get_actor(name): rank 0 knows the names."""
+        self.lookup_seq += 1
+        self.lookups[self.lookup_seq] = (w, rid)
+        self.t.send(0, (m.LOOKUP, self.lookup_seq, name))
+
+    def on_found(self, src: int, token: int, found: Any) -> None:
+        w, rid = self.lookups.pop(token, (None, 0))
+        if w is not None and self.pool.alive(w):
+            w.conn.send((m.W_OBJECTS, rid, [("actor", found)]))
 
     def on_kill_actor(self, src: int, actor_id: str) -> None:
         actor = self.actors.get(actor_id)

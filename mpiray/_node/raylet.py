@@ -646,6 +646,8 @@ class Raylet(RayletLeases, RayletAhead, RayletActors):
             self._made_by_lease(msg[1])
         elif kind == m.W_KILL:
             self.t.send(0, (m.KILL, msg[1], msg[2]))
+        elif kind == m.W_LOOKUP:
+            self._lookup(w, msg[1], msg[2])
         else:
             raise RuntimeError(f"raylet {self.rank} got an unknown message {kind!r} from worker {w.pid}")
 

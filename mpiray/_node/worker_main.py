@@ -209,6 +209,11 @@ class WorkerRuntime:
         self.requests += 1
         rid = self.requests
         self.send((m.W_GET, rid, ids, len(set(ids)) if needed is None else needed))
+        return dict(self._fetch_reply(rid, timeout))
+
+    def _fetch_reply(self, rid: int, timeout: float | None = None) -> list:
+        """The items of the W_OBJECTS that answers request ``rid`` (a W_GET: with
+        ``timeout``, W_UNGET asks for a partial answer when it passes)."""
         end = None if timeout is None else time.monotonic() + timeout
         asked_now = False
         while True:
@@ -221,7 +226,7 @@ class WorkerRuntime:
             msg = self._recv_in_task()
             if msg[0] == m.W_OBJECTS:
                 if msg[1] == rid:
-                    return dict(msg[2])
+                    return msg[2]
             elif msg[0] == m.W_EXIT:
                 os._exit(0)
             elif msg[0] == m.W_RUN:  # sent ahead of time; we are blocked, so hand it back
@@ -264,9 +269,15 @@ class WorkerRuntime:
         self.send((m.W_KILL, actor_id, no_restart))
 
     def get_actor(self, name: str) -> tuple:
-        raise NotImplementedError(
-            f"mpiray.get_actor({name!r}) is available on the driver only; pass the actor's "
-            "handle to the task as an argument instead")
+        """Ask rank 0 (through the raylet) for the live actor named ``name``."""
+        self.requests += 1
+        rid = self.requests
+        self.send((m.W_LOOKUP, rid, name))
+        found = self._fetch_reply(rid)[0][1]
+        if found is None:
+            raise ValueError(f"no live actor is named {name!r}; name one with "
+                             f"Cls.options(name={name!r}).remote(...)")
+        return found
 
     def context(self) -> dict:
         spec = self.task

@@ -31,6 +31,7 @@ SHUTDOWN = "shutdown"      # ()
 CANCEL = "cancel"          # (task_id, force)
 LEASE = "lease"            # (task_id, lease_id) lend that task's worker to rank 0 when it is done
 KILL_ACTOR = "kill_actor"  # (actor_id,) end that actor's worker (it answers ACTOR_DIED)
+FOUND = "found"            # (token, actor tuple | None) answers LOOKUP
 
 # raylet -> rank 0
 REGISTER = "register"      # (NodeInfo dict,)
@@ -49,6 +50,7 @@ COPIED = "copied"          # (object_id,) this rank now holds a copy
 LEASED = "leased"          # (lease_id, worker_pid) before the DONE of that task (no LEASED: refused)
 LEASE_LOST = "lease_lost"  # (lease_id, why, where) the leased worker died or left the lease
 KILL = "kill"              # (actor_id, no_restart) a task called mpiray.kill(actor)
+LOOKUP = "lookup"          # (token, name) a task called get_actor(name): rank 0 answers FOUND
 ACTOR_DIED = "actor_died"  # (actor_id, why, running task id | None, [unstarted task ids]) its worker
                            # is gone; those tasks got no DONE (rank 0 retries or fails them)
 
@@ -93,6 +95,8 @@ W_UNLEASED = "unleased"    # () the lease ended: this worker is the raylet's aga
 W_LEASE_TASK = "lease_task"  # (TaskSpec,) the leased task makes nested calls: account for it
 W_MADE = "made"            # ([(object_id, ObjInfo)],) stored results of a leased task
 W_KILL = "kill"            # (actor_id, no_restart) the task calls mpiray.kill(actor)
+W_LOOKUP = "lookup"        # (request_id, name) get_actor(name): answered by W_OBJECTS
+                           # (request_id, [("actor", (actor id, class, methods, class id, oid) | None)])
 
 
 ACTOR_INIT = "__init__"  # TaskSpec.method of an actor's creation task

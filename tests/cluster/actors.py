@@ -117,6 +117,14 @@ def make_and_use_actor(k):
 
 
 @ray.remote
+def by_name(name):
+    try:
+        return ray.get(ray.get_actor(name).incr.remote(), timeout=T)
+    except ValueError as e:
+        return str(e)
+
+
+@ray.remote
 def kill_it(actor):
     ray.kill(actor)
     return True
@@ -262,6 +270,8 @@ def scenario_named_actors():
     del c, same
     time.sleep(0.2)
     assert ray.get(ray.get_actor("counter").incr.remote(), timeout=T) == 10  # names keep actors
+    assert ray.get(by_name.remote("counter"), timeout=T) == 11  # looked up inside a task
+    assert "no live actor" in ray.get(by_name.remote("nobody"), timeout=T)
     ray.kill(ray.get_actor("counter"))
     try:
         ray.get_actor("counter")
