@@ -34,6 +34,8 @@ from typing import Any
 from .._protocol import messages as m
 from .._protocol.messages import ACTOR_INIT, Failure, TaskSpec
 
+PENDING_STATE = "pending"  # (gcs.PENDING)
+
 
 def cancelled_failure(spec: TaskSpec) -> Failure:
     return Failure("cancelled", None, "TaskCancelledError",
@@ -44,7 +46,8 @@ CREATING, ALIVE, RESTARTING, DEAD = "creating", "alive", "restarting", "dead"
 
 class ActorEntry:
     __slots__ = ("actor_id", "state", "rank", "spec", "order", "name", "failure", "restarts",
-                 "class_name", "methods", "max_restarts", "max_task_retries", "held", "pinned")
+                 "class_name", "methods", "max_restarts", "max_task_retries", "held", "pinned",
+                 "calls", "seq", "inflight")
 
     def __init__(self, spec: TaskSpec):
         class_name, methods, name, max_restarts, max_task_retries = spec.actor_opts
@@ -60,6 +63,14 @@ class ActorEntry:
         self.max_restarts, self.max_task_retries = max_restarts, max_task_retries
         self.held = False  # its raylet holds the creation's resources for it
         self.pinned = False  # its creation's argument refs are kept for a restart
+        self.calls = 0  # calls submitted so far
+        self.seq: dict[str, int] = {}  # call id -> its place in submission order (while not over)
+        self.inflight: set[str] = set()  # calls sent to its raylet and not over
+
+    def requeue(self, task_ids: list) -> None:
+        """Put calls back into ``order``, every call in submission order."""
+        self.order = deque(sorted(set(self.order).union(task_ids), key=self.seq.__getitem__))
+        self.inflight.difference_update(task_ids)
 
     def describe(self) -> str:
         return f"actor {self.class_name} ({self.actor_id}" + (f", name {self.name!r})" if self.name else ")")
@@ -98,6 +109,8 @@ class ActorTable:
             actor = self.actors[spec.actor] = ActorEntry(dataclasses.replace(
                 spec, actor_opts=("?", {}, "", 0, 0)))
             actor.state, actor.failure = DEAD, actor_failure(actor, "it was never created")
+        actor.seq[spec.task_id] = actor.calls
+        actor.calls += 1
         actor.order.append(spec.task_id)
 
     def _creation_over(self, task: Any, results: list, failure: Failure | None) -> None:
@@ -125,14 +138,24 @@ class ActorTable:
             task.rank = None
             self._make_ready(task)
             return
+        self._finish_failed(task, failure)  # (_creation_failed: the actor is dead)
+
+    def _creation_failed(self, task: Any, failure: Failure) -> Failure:
+        """A creation task ends failed, however it came to fail: the actor is dead."""
+        actor = self.actors[task.spec.actor]
         if actor.state != DEAD:
-            if failure.kind == "error":
+            if failure.kind == "error" and failure.function != task.spec.name:
+                why = (f"an argument of its constructor failed: task {failure.function} raised "
+                       f"{failure.type_name}: {failure.message}")
+            elif failure.kind == "error":
                 why = (f"its constructor raised {failure.type_name}: {failure.message}\n"
                        f"{failure.traceback}")
+            elif failure.kind == "cancelled":
+                why = "its creation was cancelled"
             else:
-                why = f"its creation failed: {failure.message}"
+                why = f"its creation failed: {failure.type_name}: {failure.message}"
             self._actor_dead(actor, actor_failure(actor, why))
-        self._finish_failed(task, actor.failure)
+        return actor.failure
 
     def _may_restart(self, actor: ActorEntry) -> bool:
         return actor.max_restarts < 0 or actor.restarts < actor.max_restarts
@@ -153,28 +176,48 @@ class ActorTable:
                 continue
             if actor.state != ALIVE or task.state != "ready":
                 return
-            order.popleft()
             spec = task.spec
+            deps, missing = {}, 0
+            for oid in spec.deps:  # (an input may have been lost and be rebuilt meanwhile)
+                entry = self.objects[oid]
+                if entry.state == PENDING_STATE:
+                    missing += 1
+                    entry.waiting_tasks.append(spec.task_id)
+                deps[oid] = entry.info
+            if missing:  # it waits again, at the head; _make_ready pumps when it is ready
+                task.state, task.missing = "waiting", missing
+                return
+            order.popleft()
             task.state, task.rank, task.sent_at = "running", actor.rank, self.seq
-            deps = {oid: self.objects[oid].info for oid in spec.deps}
+            actor.inflight.add(spec.task_id)
             self.out.append((actor.rank, (m.TASKS, spec, None, deps)))
 
+    def _call_over(self, task: Any) -> None:
+        spec = task.spec
+        actor = self.actors.get(spec.actor) if spec.method != ACTOR_INIT else None
+        if actor is not None:
+            actor.seq.pop(spec.task_id, None)
+            actor.inflight.discard(spec.task_id)
+
     def _requeue_call(self, task: Any) -> None:
-        """A call goes back to the head of its actor's queue (a retry, a lost input)."""
+        """A call goes back into its actor's queue, in its place (a retry, a lost input)."""
         actor = self.actors.get(task.spec.actor)
         if actor is not None:
-            actor.order.appendleft(task.spec.task_id)
+            actor.requeue([task.spec.task_id])
 
     def _call_refused(self, task: Any) -> None:
-        """The raylet had no such actor when the call arrived (it died meanwhile): the call
-        never ran, so it waits for a restart, or fails with the actor's death."""
+        """The raylet had no such actor when the call arrived (it died meanwhile), or handed
+        back the calls behind one whose input was lost: the call never ran, so it waits in
+        its place (for a restart), or fails with the actor's death."""
         actor = self.actors[task.spec.actor]
-        if actor.state in (CREATING, RESTARTING):
-            task.state, task.rank = "ready", None
-            actor.order.appendleft(task.spec.task_id)
-            self._pump_actor(actor)
+        if actor.state == DEAD:
+            self._finish_failed(task, actor.failure)
+        elif task.cancelled:
+            self._finish_failed(task, cancelled_failure(task.spec))
         else:
-            self._finish_failed(task, actor.failure or actor_failure(actor, "its worker died"))
+            task.state, task.rank = "ready", None
+            actor.requeue([task.spec.task_id])
+            self._pump_actor(actor)
 
     # -- death ---------------------------------------------------------------
     def actor_died(self, rank: int, actor_id: str, why: str, running: str | None,
@@ -186,17 +229,20 @@ class ActorTable:
         actor.held = False
         self.scheduler.release(rank, actor.spec.demand, task=False, held=True)
         self._drain_queues()  # tasks waiting for what it held
-        calls = [self.tasks.get(tid) for tid in ([running] if running else []) + list(unstarted)]
-        calls = [t for t in calls if t is not None and t.state == "running" and t.rank == rank]
+        # every call sent there and not over: those it ran or held, and those on their way
+        # (the raylet refuses them; their refusals come after this and are stale by then)
+        calls = [self.tasks[tid] for tid in sorted(actor.inflight, key=actor.seq.__getitem__)]
+        calls = [t for t in calls if t.state == "running" and t.rank == rank]
         if actor.state != DEAD and self._may_restart(actor):
             actor.restarts += 1
             actor.state = RESTARTING
-            for task in reversed(calls):
+            again = []
+            for task in calls:
                 spec = task.spec
+                if task.cancelled:
+                    self._finish_failed(task, cancelled_failure(spec))
+                    continue
                 if spec.task_id == running:  # it was interrupted: run it again only if allowed
-                    if task.cancelled:
-                        self._finish_failed(task, cancelled_failure(spec))
-                        continue
                     if not (actor.max_task_retries < 0 or spec.attempt < actor.max_task_retries):
                         self._finish_failed(task, actor_failure(
                             actor, f"{why}, while it ran this call (max_task_retries="
@@ -204,7 +250,8 @@ class ActorTable:
                         continue
                     spec.attempt += 1
                 task.state, task.rank = "ready", None
-                actor.order.appendleft(spec.task_id)
+                again.append(spec.task_id)
+            actor.requeue(again)
             self._restart(actor)
             return
         if actor.state != DEAD:
@@ -228,9 +275,11 @@ class ActorTable:
             actor.pinned = False
             for oid in actor.spec.arg_refs:
                 self._unpin(oid)
+        name_ref = actor.spec.return_ids[0] if actor.spec.return_ids else None
+        actor.spec = dataclasses.replace(actor.spec, args=None)  # (its entry stays: it says why)
         if actor.name and self.actor_names.get(actor.name) == actor.actor_id:
             del self.actor_names[actor.name]
-            self.refs([(actor.spec.return_ids[0], -1)])  # (may end in _actor_released: dead)
+            self.refs([(name_ref, -1)])  # (may end in _actor_released: dead)
         self._pump_actor(actor)
 
     def kill_actor(self, actor_id: str, no_restart: bool = True,
@@ -238,8 +287,9 @@ class ActorTable:
         actor = self.actors.get(actor_id)
         if actor is None or actor.state == DEAD:
             return
-        if actor.state == ALIVE and not no_restart and self._may_restart(actor):
-            self.out.append((actor.rank, (m.KILL_ACTOR, actor_id)))  # ACTOR_DIED restarts it
+        if not no_restart and self._may_restart(actor):
+            if actor.state == ALIVE:  # (else it is being made already)
+                self.out.append((actor.rank, (m.KILL_ACTOR, actor_id)))  # ACTOR_DIED restarts it
             return
         was_alive = actor.state == ALIVE or actor.held
         self._actor_dead(actor, actor_failure(actor, why))

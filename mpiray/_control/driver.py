@@ -92,7 +92,12 @@ class DriverRuntime(Deliveries):
         with self.service.cond:
             self._sync_refs()
             first = func_bytes is not None and func_id not in self.exported
-            self.gcs.submit(spec, func_bytes if first else None, 0)
+            try:
+                self.gcs.submit(spec, func_bytes if first else None, 0)
+            except Exception:  # refused (infeasible, a name in use): nothing of it stays
+                if spec.args_ref is not None:
+                    self.gcs.refs([(spec.args_ref, -1)])
+                raise
             if first:
                 self.exported.add(func_id)
             if spec.args_ref is not None:

@@ -238,7 +238,10 @@ class GCS(LeaseMixin, ActorTable):
                                                      "", spec.name, "rank 0"))
         if rank is None:
             task.state = "queued"
-            self.scheduler.enqueue(self.scheduler.shape(spec.demand, spec.strategy), spec.task_id)
+            key = self.scheduler.shape(spec.demand, spec.strategy)
+            if spec.method == ACTOR_INIT:  # placed strictly: never ahead of tasks it would block
+                key = (*key, "actor")
+            self.scheduler.enqueue(key, spec.task_id)
         else:
             self._dispatch(task, rank)
 
@@ -367,6 +370,8 @@ class GCS(LeaseMixin, ActorTable):
         self._task_over(task)
 
     def _finish_failed(self, task: TaskEntry, failure: Failure) -> None:
+        if task.spec.method == ACTOR_INIT:  # (an input failed, it was cancelled, ...)
+            failure = self._creation_failed(task, failure)
         for oid in task.spec.return_ids:
             self._object_ready(oid, ("err", failure), (), None)
         self._task_over(task)
@@ -378,6 +383,8 @@ class GCS(LeaseMixin, ActorTable):
             self.driver_tasks -= 1
         del self.tasks[task.spec.task_id]
         self.children.pop(task.spec.task_id, None)
+        if task.spec.method is not None:
+            self._call_over(task)
         for oid in task.spec.arg_refs:
             self._unpin(oid)
 
@@ -529,7 +536,8 @@ class GCS(LeaseMixin, ActorTable):
             return  # finished already: its result stands
         if recursive:
             for child in list(self.children.get(task_id, ())):
-                self.cancel(child, force, recursive)
+                entry = self.tasks.get(child)  # (never force an actor's call: it kills the actor)
+                self.cancel(child, force and (entry is None or not is_method(entry.spec)), recursive)
         task.cancelled = True
         if task.state == "running" and task.lease is not None:
             self._cancel_leased(task, force)

@@ -42,11 +42,7 @@ class RayletActors:
         here (it died and rank 0 does not know yet)."""
         actor = self.actors.get(task.spec.actor)
         if actor is None:
-            spec = task.spec
-            failure = Failure("actor", None, "ActorDiedError",
-                              f"the actor of call {spec.name} is not on rank {self.rank}", "",
-                              spec.name, f"rank {self.rank}")
-            self.t.send(0, (m.DONE, spec.task_id, [], failure))
+            self._refuse_call(task, f"its actor is not on rank {self.rank}")
             return False
         actor.fifo.append(task)
         return True
@@ -85,10 +81,59 @@ class RayletActors:
                 self.actor_kick.add(spec.actor)
             else:  # (its half-made state must not serve anyone)
                 self._release(task, blocked=False)
+                self._drop_worker_refs(w)
                 self.pool.stop_worker(w)
             return
         w.task = None
         self.actor_kick.add(spec.actor)
+        if failure is not None and failure.kind == "lostdep":  # it runs again once its input
+            self._hand_back_calls(self.actors.get(spec.actor))  # is rebuilt: none may pass it
+
+    def _hand_back_calls(self, actor: RayletActor | None, after: LocalTask | None = None) -> None:
+        """Refuse the calls waiting in the actor's FIFO (behind ``after``, if given): rank 0
+        queues them again in their order, behind a call that must be sent again."""
+        if actor is None:
+            return
+        fifo = actor.fifo
+        behind = list(fifo)
+        if after is not None:
+            if after not in behind:
+                return
+            cut = behind.index(after)
+            fifo.clear()
+            fifo.extend(behind[:cut])  # (those before it still run first)
+            behind = behind[cut + 1:]
+        else:
+            fifo.clear()
+        for task in behind:
+            if self.waiting.get(task.spec.task_id) is task:
+                del self.waiting[task.spec.task_id]
+                self._refuse_call(task, "handed back behind a call whose input was lost")
+
+    def _refuse_call(self, task: LocalTask, why: str) -> None:
+        spec = task.spec
+        failure = Failure("actor", None, "ActorDiedError", f"call {spec.name}: {why}", "",
+                          spec.name, f"rank {self.rank}")
+        self.t.send(0, (m.DONE, spec.task_id, [], failure))
+        self._made_nothing(spec)
+
+    def _note_refs(self, w: Any, changes: Any) -> None:
+        """Count the refs an actor's worker holds, to let them go if it dies."""
+        held = w.refs
+        for oid, delta in changes:
+            n = held.get(oid, 0) + delta
+            if n:
+                held[oid] = n
+            else:
+                held.pop(oid, None)
+
+    def _drop_worker_refs(self, w: Any) -> None:
+        """An actor's worker is gone: the refs it held (handles of other actors, refs kept in
+        its state, its puts and calls) are held no more."""
+        held, w.refs = w.refs, None
+        drops = [(oid, -n) for oid, n in (held or {}).items() if n > 0]
+        if drops:
+            self.t.send(0, (m.REFS, drops))
 
     def _actor_worker_died(self, w: Any, why: str) -> None:
         """The worker of an actor is gone: free its resources and tell rank 0 which calls
@@ -96,6 +141,7 @@ class RayletActors:
         actor = self.actors.pop(w.actor, None)
         if w.get_req is not None:
             w.get_req.stale = True
+        self._drop_worker_refs(w)
         if actor is None:
             return
         self._release(actor.creation, blocked=False)

@@ -59,7 +59,7 @@ def prestart() -> tuple[socket.socket, subprocess.Popen]:
 
 class Worker:
     __slots__ = ("conn", "fd", "proc", "gpus", "task", "ahead", "blocked", "funcs", "started", "ready",
-                 "get_req", "outbox", "cancel_next", "leased", "inbox", "actor")
+                 "get_req", "outbox", "cancel_next", "leased", "inbox", "actor", "refs")
 
     def __init__(self, conn: Channel, proc: Any, gpus: tuple):
         self.conn = conn
@@ -78,6 +78,7 @@ class Worker:
         self.get_req: Any = None  # the GetRequest this worker is blocked on
         self.leased: str | None = None  # lent to rank 0 under this lease id (_control/lease.py)
         self.actor: str | None = None  # the actor this worker is, for good (_node/actors.py)
+        self.refs: dict | None = None  # an actor's worker: refs it holds (id -> count)
 
     @property
     def pid(self) -> int:

@@ -298,6 +298,8 @@ class Raylet(RayletLeases, RayletAhead, RayletActors):
                           spec.name, f"rank {self.rank}", lost=tuple(lost))
         self.t.send(0, (m.DONE, spec.task_id, [], failure))
         self._made_nothing(spec)
+        if spec.method is not None and is_method(spec):  # no later call may pass it
+            self._hand_back_calls(self.actors.get(spec.actor), task)
 
     # -- pulls (see _store/transfer.py) ------------------------------------
     def on_pull(self, src: int, oid: str, requester: int) -> None:
@@ -518,6 +520,8 @@ class Raylet(RayletLeases, RayletAhead, RayletActors):
             task.gpus = gpus
             w = self.pool.take(gpus)
             w.task = task
+            if task.spec.actor is not None:  # (a creation: the worker may become an actor)
+                w.refs = {}
             self._send_run(w, task)
             sent.append(w)
         if skipped:
@@ -618,6 +622,8 @@ class Raylet(RayletLeases, RayletAhead, RayletActors):
             if failure is not None and task is not None:
                 self._made_nothing(task.spec)
         elif kind == m.W_SUBMIT:
+            if w.refs is not None:  # an actor's: it holds the results' refs
+                self._note_refs(w, [(oid, 1) for oid in msg[1].return_ids])
             self._worker_submit(msg[1], msg[2])
         elif kind == m.W_BOUNCE:  # a prefetched task reached a worker now blocked in get()
             for nxt in w.ahead:
@@ -626,9 +632,13 @@ class Raylet(RayletLeases, RayletAhead, RayletActors):
                     self._take_back(nxt)
                     break
         elif kind == m.W_PUT:
+            if w.refs is not None:
+                self._note_refs(w, [(msg[1], 1)])
             self.t.send(0, (m.PUT, msg[1], msg[2], msg[3]))
             self._made_here(msg[1], msg[2])
         elif kind == m.W_REFS:
+            if w.refs is not None:
+                self._note_refs(w, msg[1])
             self.t.send(0, (m.REFS, msg[1]))
         elif kind == m.W_GET:
             self._worker_get(w, msg[1], msg[2], msg[3])
@@ -739,6 +749,8 @@ class Raylet(RayletLeases, RayletAhead, RayletActors):
             return self._leased_worker_died(w, why)
         if w.actor is not None:
             return self._actor_worker_died(w, why)
+        if w.refs is not None:  # it died making an actor
+            self._drop_worker_refs(w)
         if w.get_req is not None:
             w.get_req.stale = True
         while w.ahead:  # never started: run them elsewhere, in their order (one chained to

@@ -337,6 +337,8 @@ class WorkerRuntime:
                     raise RuntimeError(f"call {spec.name} reached a worker that is not its actor")
                 func = getattr(self.actor, method)
             values, lost = {}, []
+            # an actor may keep what it is given (handles, refs): count those refs here
+            tracker = self.tracker if spec.actor is not None else None
             for oid, info in deps.items():
                 if info[0] == "chained":  # returned by the task that ran just before (Raylet._chain)
                     info = made.get(oid)
@@ -344,7 +346,7 @@ class WorkerRuntime:
                         lost.append(oid)
                         continue
                 try:
-                    values[oid] = decode(oid, info, None, self.store)
+                    values[oid] = decode(oid, info, tracker, self.store)
                 except FileNotFoundError:
                     lost.append(oid)
             if lost:
@@ -354,7 +356,7 @@ class WorkerRuntime:
             if spec.args_ref is not None:
                 args, kwargs = values.pop(spec.args_ref)
             elif spec.args is not None:
-                args, kwargs = loads(spec.args.data, spec.args.buffers, None)
+                args, kwargs = loads(spec.args.data, spec.args.buffers, tracker)
             else:
                 args, kwargs = (), {}
             args, kwargs = resolve_arguments(args, kwargs, values, spec.resolve_nested_refs)

@@ -98,6 +98,38 @@ class BadStart:
 
 
 @ray.remote
+class Holder:
+    """Keeps what it is given: a handle of another actor, refs."""
+
+    def __init__(self, other=None):
+        self.other = other
+        self.kept = []
+
+    def keep(self, other):
+        self.other = other
+        return True
+
+    def keep_ref(self, refs):
+        self.kept.append(refs[0])  # the ref itself, not its value
+        return True
+
+    def poke(self, k=1):
+        return ray.get(self.other.incr.remote(k), timeout=T)
+
+    def read_kept(self):
+        return ray.get(self.kept[0], timeout=T)
+
+    def spawn_child(self):
+        self.child = Counter.options(num_cpus=1).remote()
+        return ray.get(self.child.incr.remote(), timeout=T)
+
+
+@ray.remote
+def fails_input():
+    raise KeyError("no input")
+
+
+@ray.remote
 def slow_add(x, y, delay=0.0):
     time.sleep(delay)
     return x + y
@@ -255,6 +287,55 @@ def scenario_dropping_every_handle_ends_the_actor():
     del c
     assert ray.get(last, timeout=T) == 0.3
     wait_for(all_free, "the CPU of an actor with no handle left")
+
+
+def scenario_handles_and_refs_kept_by_an_actor_keep_what_they_name():
+    b = Counter.remote()
+    h = Holder.remote(b)  # in the constructor
+    del b
+    time.sleep(0.3)
+    assert ray.get(h.poke.remote(), timeout=T) == 1
+    b2 = Counter.remote(50)
+    assert ray.get(h.keep.remote(b2), timeout=T)  # in a call
+    del b2
+    ref = ray.put(np.arange(10))
+    assert ray.get(h.keep_ref.remote([ref]), timeout=T)
+    del ref
+    time.sleep(0.3)
+    assert ray.get(h.poke.remote(2), timeout=T) == 52
+    assert ray.get(h.read_kept.remote(), timeout=T).tolist() == list(range(10))
+    ray.kill(h)  # what it held goes with it: its actors end, their CPUs are free
+    p = Holder.remote()
+    assert ray.get(p.spawn_child.remote(), timeout=T) == 1
+    ray.kill(p)
+    wait_for(all_free, "the CPU of an actor made by a killed actor")
+
+
+def scenario_a_creation_whose_input_failed_is_a_dead_actor():
+    a = Counter.options(name="doomed").remote(fails_input.remote())
+    try:
+        ray.get(a.incr.remote(), timeout=T)
+        raise AssertionError("an actor whose constructor input failed answered")
+    except rex.ActorDiedError as e:
+        assert "fails_input" in str(e) and "KeyError" in str(e), e
+    try:
+        ray.get_actor("doomed")
+        raise AssertionError("a dead actor is found by name")
+    except ValueError:
+        pass
+    ok = Counter.options(name="doomed").remote()  # the name is free again
+    assert ray.get(ok.incr.remote(), timeout=T) == 1
+    ray.kill(ok)
+
+
+def scenario_calls_keep_their_order_across_a_restart():
+    c = Counter.options(max_restarts=-1).remote()
+    assert ray.get(c.incr.remote(tag=-1), timeout=T) == 1
+    c.die.remote()
+    refs = [c.incr.remote(tag=i) for i in range(2000)]
+    assert ray.get(refs, timeout=T) == list(range(1, 2001))  # every call, once, in order
+    assert ray.get(c.get_log.remote(), timeout=T) == list(range(2000))
+    ray.kill(c)
 
 
 def scenario_named_actors():

@@ -206,3 +206,87 @@ def test_tasks_and_creations_never_queue_behind_what_an_actor_holds():
     take(g)
     g.actor_died(1, "A", "killed", None, [])
     assert sorted(sent_tasks(take(g))) == ["B", "t"]
+
+
+REFUSED = Failure("actor", None, "ActorDiedError", "not here", "", "C.f", "rank 1")
+
+
+def test_calls_on_their_way_to_a_dead_worker_queue_again_in_submission_order():
+    g = make(nodes=2)
+    rank = alive(g, restarts=1)
+    for t in ("c0", "c1", "c2", "c3"):
+        g.submit(call(t), None, 0)
+    take(g)
+    # c0 was running, c1 queued there; c2 and c3 arrive after the death and are refused
+    g.actor_died(rank, "A", "died", None, ["c0", "c1"])
+    g.task_done(rank, "c2", [], REFUSED)
+    g.task_done(rank, "c3", [], REFUSED)
+    assert list(g.actors["A"].order) == ["c0", "c1", "c2", "c3"]
+    out = take(g)
+    new = [r for r, msg in out if msg[0] == m.TASKS][0]
+    g.task_done(new, "A", [], None)
+    assert sent_tasks(take(g)) == ["c0", "c1", "c2", "c3"]
+
+
+def test_a_cancelled_call_does_not_run_after_a_restart():
+    g = make()
+    alive(g, restarts=1)
+    g.submit(call("c1"), None, 0)
+    g.submit(call("c2"), None, 0)
+    take(g)
+    g.cancel("c2", False, False)
+    take(g)
+    g.actor_died(1, "A", "died", "c1", ["c2"])
+    take(g)
+    g.task_done(1, "A", [], None)
+    assert "c2" not in sent_tasks(take(g))
+    assert g.objects["c2.0"].info[1].kind == "cancelled"
+
+
+def test_a_call_whose_input_is_being_rebuilt_waits_for_it():
+    from test_gcs import spec
+
+    g = make(nodes=2)
+    g.submit(spec("p", retries=3), b"p", 0)
+    prank = take(g)[0][0]
+    g.task_done(prank, "p", [("p.0", ("shm", prank, 10 << 20), ())], None)
+    g.submit(creation(), b"cls", 0)
+    arank = take(g)[0][0]
+    g.submit(call("c1", deps=["p.0"]), None, 0)
+    g.submit(call("c2"), None, 0)
+    g.object_lost("p.0")  # p runs again: p.0 is pending while c1 waits for the actor
+    take(g)
+    g.task_done(arank, "A", [("A.0", inline(None), ())], None)
+    assert sent_tasks(take(g)) == []  # c1 waits for its input; c2 behind it
+    g.task_done(prank, "p", [("p.0", inline(4), ())], None)
+    out = take(g)
+    assert sent_tasks(out) == ["c1", "c2"] and out[0][1][3] == {"p.0": inline(4)}
+
+
+def test_a_recursive_force_cancel_interrupts_calls_without_killing_the_actor():
+    from test_gcs import spec
+
+    g = make(nodes=2)
+    rank = alive(g)
+    g.submit(spec("parent"), b"p", 0)
+    take(g)
+    child = call("c1")
+    child.parent = "parent"
+    g.submit(child, None, 0)
+    take(g)
+    g.cancel("parent", True, True)
+    out = take(g)
+    assert (rank, (m.CANCEL, "c1", False)) in out and (rank, (m.CANCEL, "c1", True)) not in out
+
+
+def test_a_creation_whose_input_failed_leaves_a_dead_actor_and_frees_its_name():
+    from test_gcs import spec
+
+    g = make()
+    g.submit(spec("bad"), b"b", 0)
+    take(g)
+    g.submit(creation(name="n", deps=["bad.0"]), b"cls", 0)
+    g.submit(call("c1"), None, 0)
+    g.task_done(1, "bad", [], Failure("error", None, "KeyError", "k", "tb", "bad", "rank 1"))
+    assert g.actors["A"].state == "dead" and g.lookup_actor("n") is None
+    assert "argument of its constructor" in g.objects["c1.0"].info[1].message
