@@ -3,7 +3,7 @@
 Importing mpiray has no side effects: MPI, threads and processes start in ``init()``.
 """
 
-from . import exceptions
+from . import exceptions, util
 from ._actor import ActorClass, ActorHandle, get_actor, kill, method
 from ._api import (
     RemoteFunction,
@@ -50,5 +50,6 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "util",
     "wait",
 ]

@@ -338,6 +338,21 @@ def scenario_calls_keep_their_order_across_a_restart():
     ray.kill(c)
 
 
+def scenario_actor_pool():
+    from mpiray.util import ActorPool
+
+    actors = [Counter.remote() for _ in range(3)]
+    pool = ActorPool(actors)
+    doubled = list(pool.map(lambda a, v: a.checksum.remote(np.full(4, v)), range(20)))
+    assert [d[0] for d in doubled] == [4 * v for v in range(20)]  # in order
+    got = sorted(pool.map_unordered(lambda a, v: a.sleep.remote(v / 100), range(6)))
+    assert got == [v / 100 for v in range(6)]
+    pool.submit(lambda a, v: a.incr.remote(v), 5)
+    assert pool.has_next() and pool.get_next(timeout=T) >= 5 and not pool.has_next()
+    for a in actors:
+        ray.kill(a)
+
+
 def scenario_named_actors():
     c = Counter.options(name="counter").remote(7)
     assert ray.get(ray.get_actor("counter").incr.remote(), timeout=T) == 8

@@ -1,0 +1,5 @@
+"""Helpers on top of the core API, under Ray's names (``ray.util``)."""
+
+from .actor_pool import ActorPool
+
+__all__ = ["ActorPool"]
