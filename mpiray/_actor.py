@@ -81,7 +81,8 @@ class ActorClass:
             except ValueError:
                 pass  # none yet: make it
         func_id, data = self._exported()
-        about = (self._name, self._methods, opts.name, opts.max_restarts, opts.max_task_retries)
+        about = (self._name, self._methods, opts.name, opts.max_restarts, opts.max_task_retries,
+                 opts.get_if_exists)
 
         def amend(spec: Any) -> None:
             spec.actor, spec.method, spec.actor_opts = spec.task_id, ACTOR_INIT, about

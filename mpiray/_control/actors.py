@@ -47,10 +47,10 @@ CREATING, ALIVE, RESTARTING, DEAD = "creating", "alive", "restarting", "dead"
 class ActorEntry:
     __slots__ = ("actor_id", "state", "rank", "spec", "order", "name", "failure", "restarts",
                  "class_name", "methods", "max_restarts", "max_task_retries", "held", "pinned",
-                 "calls", "seq", "inflight")
+                 "calls", "seq", "inflight", "epoch")
 
     def __init__(self, spec: TaskSpec):
-        class_name, methods, name, max_restarts, max_task_retries = spec.actor_opts
+        class_name, methods, name, max_restarts, max_task_retries = spec.actor_opts[:5]
         self.actor_id = spec.actor
         self.spec = spec
         self.state = CREATING
@@ -66,10 +66,16 @@ class ActorEntry:
         self.calls = 0  # calls submitted so far
         self.seq: dict[str, int] = {}  # call id -> its place in submission order (while not over)
         self.inflight: set[str] = set()  # calls sent to its raylet and not over
+        # sent with each call; raised when a call its raylet handed back (a lost input) goes
+        # back into ``order``: the raylet refuses calls sent before that (they would pass it)
+        self.epoch = 0
 
     def requeue(self, task_ids: list) -> None:
-        """Put calls back into ``order``, every call in submission order."""
-        self.order = deque(sorted(set(self.order).union(task_ids), key=self.seq.__getitem__))
+        """Put calls back into ``order``, every call in submission order (calls over are
+        dropped: ``order`` lets them go only at its head)."""
+        seq = self.seq
+        self.order = deque(sorted((t for t in set(self.order).union(task_ids) if t in seq),
+                                  key=seq.__getitem__))
         self.inflight.difference_update(task_ids)
 
     def describe(self) -> str:
@@ -89,11 +95,25 @@ class ActorTable:
         self.actor_names: dict[str, str] = {}
 
     # -- creation -----------------------------------------------------------
-    def _check_actor_name(self, spec: TaskSpec) -> None:
+    def _check_actor_name(self, spec: TaskSpec) -> bool:
+        """Raise if the creation's name is in use; True if it asked for that actor instead
+        (``get_if_exists``): then ``_alias_actor`` answers it, with no new actor."""
         name = spec.actor_opts[2] if spec.method == ACTOR_INIT else ""
         if name and name in self.actor_names:
+            if len(spec.actor_opts) > 5 and spec.actor_opts[5]:
+                return True
             raise ValueError(f"an actor named {name!r} already exists; pick another name, "
                              f"get it with mpiray.get_actor({name!r}), or pass get_if_exists=True")
+        return False
+
+    def _alias_actor(self, spec: TaskSpec) -> None:
+        """``get_if_exists``, settled here at once (two tasks asking together get one actor):
+        the new actor id names the live actor of that name; its creation object is ready."""
+        from .._serialization import dumps
+
+        self.actors[spec.actor] = self.actors[self.actor_names[spec.actor_opts[2]]]
+        self.put(spec.return_ids[0], ("inline", dumps(None).inline()), (), -1)
+        self.changed = True
 
     def _actor_submitted(self, task: Any) -> None:
         """Record a creation task (a new actor) or queue a call behind the actor's others."""
@@ -109,16 +129,21 @@ class ActorTable:
             actor = self.actors[spec.actor] = ActorEntry(dataclasses.replace(
                 spec, actor_opts=("?", {}, "", 0, 0)))
             actor.state, actor.failure = DEAD, actor_failure(actor, "it was never created")
+        spec.actor = actor.actor_id  # (an alias from get_if_exists names the actor itself)
         actor.seq[spec.task_id] = actor.calls
         actor.calls += 1
         actor.order.append(spec.task_id)
+
+    def _refused_actor(self, spec: TaskSpec, failure: Failure) -> None:
+        actor = self.actors[spec.actor] = ActorEntry(spec)
+        actor.state, actor.failure = DEAD, actor_failure(actor, failure.message)
 
     def _creation_over(self, task: Any, results: list, failure: Failure | None) -> None:
         """The creation task ended on ``task.rank``: the actor is alive, restarts, or is dead."""
         actor = self.actors[task.spec.actor]
         if failure is None:
             actor.rank, actor.held = task.rank, True
-            if actor.max_restarts and not actor.pinned:  # a restart runs it again with them
+            if actor.max_restarts and not actor.pinned and actor.state != DEAD:  # a restart runs it again with them
                 actor.pinned = True
                 for oid in task.spec.arg_refs:
                     entry = self.objects.get(oid)
@@ -190,20 +215,27 @@ class ActorTable:
             order.popleft()
             task.state, task.rank, task.sent_at = "running", actor.rank, self.seq
             actor.inflight.add(spec.task_id)
-            self.out.append((actor.rank, (m.TASKS, spec, None, deps)))
+            self.out.append((actor.rank, (m.TASKS, spec, None, deps, actor.epoch)))
 
     def _call_over(self, task: Any) -> None:
         spec = task.spec
         actor = self.actors.get(spec.actor) if spec.method != ACTOR_INIT else None
-        if actor is not None:
-            actor.seq.pop(spec.task_id, None)
+        if actor is None:
+            return
+        actor.seq.pop(spec.task_id, None)
+        if spec.task_id in actor.inflight:
             actor.inflight.discard(spec.task_id)
+        elif actor.state == ALIVE:  # it ended in ``order`` (an input failed, cancelled): the
+            self._pump_actor(actor)  # calls behind it may go now
 
-    def _requeue_call(self, task: Any) -> None:
-        """A call goes back into its actor's queue, in its place (a retry, a lost input)."""
+    def _requeue_call(self, task: Any, handed_back: bool = False) -> None:
+        """A call goes back into its actor's queue, in its place (a retry; a lost input,
+        ``handed_back`` by its raylet: calls sent after it must not pass it there)."""
         actor = self.actors.get(task.spec.actor)
         if actor is not None:
             actor.requeue([task.spec.task_id])
+            if handed_back:
+                actor.epoch += 1
 
     def _call_refused(self, task: Any) -> None:
         """The raylet had no such actor when the call arrived (it died meanwhile), or handed
@@ -217,6 +249,7 @@ class ActorTable:
         else:
             task.state, task.rank = "ready", None
             actor.requeue([task.spec.task_id])
+            actor.epoch += 1
             self._pump_actor(actor)
 
     # -- death ---------------------------------------------------------------

@@ -116,8 +116,8 @@ class GCS(LeaseMixin, ActorTable):
         """
         if placed is None:
             self.scheduler.check_feasible(spec.demand, spec.strategy)
-        if spec.actor is not None:
-            self._check_actor_name(spec)
+        if spec.actor is not None and self._check_actor_name(spec):
+            return self._alias_actor(spec)
         if func_bytes is not None:
             self.functions.setdefault(spec.func_id, func_bytes)
         self.stats["submitted"] += 1
@@ -207,6 +207,8 @@ class GCS(LeaseMixin, ActorTable):
 
     def fail_submit(self, spec: TaskSpec, failure: Failure) -> None:
         """Record a task refused at submission (e.g. infeasible from a worker)."""
+        if spec.method == ACTOR_INIT and spec.actor not in self.actors:  # its calls say why
+            self._refused_actor(spec, failure)
         for oid in spec.return_ids:
             entry = self.objects[oid] = ObjectEntry(FAILED, ("err", failure), spec.task_id)
             entry.refcount = 1
@@ -329,7 +331,7 @@ class GCS(LeaseMixin, ActorTable):
             failure = cancelled_failure(spec)
         if failure is not None and failure.kind == "lostdep" and not task.cancelled:
             if is_method(spec):
-                self._requeue_call(task)
+                self._requeue_call(task, handed_back=True)
             # an argument's bytes vanished: rebuild it, then run this task again (no retry used)
             for oid in failure.lost:
                 entry = self.objects.get(oid)

@@ -22,12 +22,15 @@ from .local import LocalTask
 
 
 class RayletActor:
-    __slots__ = ("worker", "creation", "fifo")
+    __slots__ = ("worker", "creation", "fifo", "floor")
 
     def __init__(self, worker: Any, creation: LocalTask):
         self.worker = worker
         self.creation = creation  # its resources and GPUs are the actor's
         self.fifo: deque[LocalTask] = deque()  # calls that arrived and did not start
+        # calls sent with an epoch below this are refused: rank 0 sent them before it knew
+        # of a call handed back here (a lost input), which they must not pass
+        self.floor = 0
 
 
 class RayletActors:
@@ -37,13 +40,18 @@ class RayletActors:
         self.lookups: dict[int, tuple] = {}  # token -> (worker, request id) of a get_actor
         self.lookup_seq = 0
 
-    def _call_arrived(self, task: LocalTask) -> bool:
+    def _call_arrived(self, task: LocalTask, epoch: int) -> bool:
         """Queue a call behind its actor's others; False (and refused) if the actor is not
-        here (it died and rank 0 does not know yet)."""
+        here (it died and rank 0 does not know yet), or if the call was sent before rank 0
+        knew of a call handed back here (``floor``)."""
         actor = self.actors.get(task.spec.actor)
         if actor is None:
             self._refuse_call(task, f"its actor is not on rank {self.rank}")
             return False
+        if epoch < actor.floor:
+            self._refuse_call(task, "sent before a call ahead of it was handed back")
+            return False
+        task.epoch = epoch
         actor.fifo.append(task)
         return True
 
@@ -86,14 +94,21 @@ class RayletActors:
             return
         w.task = None
         self.actor_kick.add(spec.actor)
-        if failure is not None and failure.kind == "lostdep":  # it runs again once its input
-            self._hand_back_calls(self.actors.get(spec.actor))  # is rebuilt: none may pass it
 
-    def _hand_back_calls(self, actor: RayletActor | None, after: LocalTask | None = None) -> None:
-        """Refuse the calls waiting in the actor's FIFO (behind ``after``, if given): rank 0
-        queues them again in their order, behind a call that must be sent again."""
+    def _actor_task_failed(self, task: LocalTask, failure: Failure) -> None:
+        """After a call's DONE went out: if its input was lost, it runs again once rebuilt,
+        and no call may pass it meanwhile."""
+        if failure.kind == "lostdep" and task.spec.method != ACTOR_INIT:
+            self._hand_back_calls(self.actors.get(task.spec.actor), task.epoch)
+
+    def _hand_back_calls(self, actor: RayletActor | None, epoch: int,
+                         after: LocalTask | None = None) -> None:
+        """Refuse the calls waiting in the actor's FIFO (behind ``after``, if given), and
+        those still on their way (sent in ``epoch`` or before): rank 0 queues them again
+        in their order, behind a call that must be sent again."""
         if actor is None:
             return
+        actor.floor = max(actor.floor, epoch + 1)
         fifo = actor.fifo
         behind = list(fifo)
         if after is not None:
@@ -122,9 +137,9 @@ class RayletActors:
         held = w.refs
         for oid, delta in changes:
             n = held.get(oid, 0) + delta
-            if n:
+            if n > 0:
                 held[oid] = n
-            else:
+            else:  # (a release of a ref taken before it was an actor's: not its to give back)
                 held.pop(oid, None)
 
     def _drop_worker_refs(self, w: Any) -> None:

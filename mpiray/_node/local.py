@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 class LocalTask:
-    __slots__ = ("spec", "deps", "missing", "gpus", "worker", "started", "cancel", "lease")
+    __slots__ = ("spec", "deps", "missing", "gpus", "worker", "started", "cancel", "lease", "epoch")
 
     def __init__(self, spec: m.TaskSpec, deps: dict):
         self.spec = spec
@@ -23,6 +23,7 @@ class LocalTask:
         self.started = 0.0
         self.cancel: bool | None = None  # a cancel (force?) that waits for the task to start
         self.lease: str | None = None  # rank 0 asked for this task's worker when it is done
+        self.epoch = 0  # a call: its actor's epoch when rank 0 sent it (_node/actors.py)
 
 
 class GetRequest:

@@ -216,11 +216,12 @@ class Raylet(RayletLeases, RayletAhead, RayletActors):
         pass  # rank 0 is alive (noted for every message from it)
 
     # -- from rank 0 -------------------------------------------------------
-    def on_tasks(self, src: int, spec: m.TaskSpec, func: bytes | None, deps: dict) -> None:
+    def on_tasks(self, src: int, spec: m.TaskSpec, func: bytes | None, deps: dict,
+                 epoch: int = 0) -> None:
         if func is not None:
             self.funcs[spec.func_id] = func
         task = LocalTask(spec, {})
-        if spec.method is not None and is_method(spec) and not self._call_arrived(task):
+        if spec.method is not None and is_method(spec) and not self._call_arrived(task, epoch):
             return
         self.waiting[spec.task_id] = task
         lost = []
@@ -299,7 +300,7 @@ class Raylet(RayletLeases, RayletAhead, RayletActors):
         self.t.send(0, (m.DONE, spec.task_id, [], failure))
         self._made_nothing(spec)
         if spec.method is not None and is_method(spec):  # no later call may pass it
-            self._hand_back_calls(self.actors.get(spec.actor), task)
+            self._hand_back_calls(self.actors.get(spec.actor), task.epoch, task)
 
     # -- pulls (see _store/transfer.py) ------------------------------------
     def on_pull(self, src: int, oid: str, requester: int) -> None:
@@ -621,6 +622,8 @@ class Raylet(RayletLeases, RayletAhead, RayletActors):
                 self._made_here(oid, info)
             if failure is not None and task is not None:
                 self._made_nothing(task.spec)
+                if task.spec.actor is not None:
+                    self._actor_task_failed(task, failure)
         elif kind == m.W_SUBMIT:
             if w.refs is not None:  # an actor's: it holds the results' refs
                 self._note_refs(w, [(oid, 1) for oid in msg[1].return_ids])

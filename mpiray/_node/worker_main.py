@@ -307,6 +307,24 @@ class WorkerRuntime:
                     "function in the script itself.") from None
         return self.funcs[spec.func_id]
 
+    def _run_async(self, coro: Any) -> Any:
+        """Run an actor's async method on the worker's loop; a cancel (KeyboardInterrupt out
+        of the loop's wait) ends the coroutine too, so nothing of it runs later."""
+        if self.loop is None:
+            import asyncio
+
+            self.loop = asyncio.new_event_loop()
+        job = self.loop.create_task(coro)
+        try:
+            return self.loop.run_until_complete(job)
+        except BaseException:
+            job.cancel()
+            try:
+                self.loop.run_until_complete(job)
+            except BaseException:  # noqa: BLE001 - its cancellation, or what it raised
+                pass
+            raise
+
     def on_sigint(self, signum: int, frame: Any) -> None:
         """Cancellation: interrupt the running task, never the worker's own loop, and only
         the task the raylet named (``m.interrupt_path``); rank 0 signals a leased worker,
@@ -365,11 +383,7 @@ class WorkerRuntime:
                 if method == m.ACTOR_INIT:
                     self.actor, self.actor_id, value = value, spec.actor, None
                 elif type(value) is types.CoroutineType:  # an async method: run it to its end
-                    if self.loop is None:
-                        import asyncio
-
-                        self.loop = asyncio.new_event_loop()
-                    value = self.loop.run_until_complete(value)
+                    value = self._run_async(value)
             self.running = False
             n = len(spec.return_ids)
             if n == 0:  # an actor's restart: no object
@@ -479,6 +493,8 @@ def main(fd: int) -> None:
             rt.lease_task = spec if src is not conn else None
             try:
                 rt.run(spec, func, deps, gpus, out, err)
+                if rt.tracker.changes and rt.lease_conn is None:  # refs its arguments held
+                    rt.send((m.W_REFS, rt.tracker.drain()))  # (an actor's: it may idle now)
             except (BrokenPipeError, ConnectionResetError, EOFError):
                 break  # the raylet is gone (shutdown): nobody wants the result
         elif msg[0] == m.W_LEASE:

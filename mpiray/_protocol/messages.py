@@ -24,7 +24,7 @@ def lease_address(session: str) -> str:
 
 
 # rank 0 -> raylet
-TASKS = "tasks"            # ([(TaskSpec, func_bytes | None, {dep_id: ObjInfo})],)
+TASKS = "tasks"            # (TaskSpec, func_bytes | None, {dep_id: ObjInfo}[, actor epoch])
 OBJECTS = "objects"        # ([(object_id, ObjInfo)],) answers SUBSCRIBE
 FREE = "free"              # ([object_id],)
 SHUTDOWN = "shutdown"      # ()
@@ -129,7 +129,7 @@ class TaskSpec:
     # actors (``_actor.py``): the actor's id (its creation task's id) for its creation task and
     # its method calls; ``method`` is ACTOR_INIT for the creation task; ``actor_opts`` (creation
     # only) is an ``ActorOptions``-like tuple: (class name, methods, name, max_restarts,
-    # max_task_retries)
+    # max_task_retries, get_if_exists)
     actor: str | None = None
     method: str | None = None
     actor_opts: tuple = ()

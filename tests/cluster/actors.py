@@ -113,6 +113,9 @@ class Holder:
         self.kept.append(refs[0])  # the ref itself, not its value
         return True
 
+    def look(self, other):
+        return other is not None
+
     def poke(self, k=1):
         return ray.get(self.other.incr.remote(k), timeout=T)
 
@@ -154,6 +157,34 @@ def by_name(name):
         return ray.get(ray.get_actor(name).incr.remote(), timeout=T)
     except ValueError as e:
         return str(e)
+
+
+@ray.remote
+def shared_counter(_):
+    h = Counter.options(name="shared", get_if_exists=True).remote()
+    return ray.get(h.incr.remote(), timeout=T)
+
+
+@ray.remote
+def fails_later(delay):
+    time.sleep(delay)
+    raise ValueError("late")
+
+
+@ray.remote
+class Slow:
+    def __init__(self):
+        self.n = 0
+
+    async def grow(self, k, delay):
+        import asyncio
+
+        await asyncio.sleep(delay)
+        self.n += k
+        return self.n
+
+    def read(self):
+        return self.n
 
 
 @ray.remote
@@ -351,6 +382,53 @@ def scenario_actor_pool():
     assert pool.has_next() and pool.get_next(timeout=T) >= 5 and not pool.has_next()
     for a in actors:
         ray.kill(a)
+
+
+def scenario_get_if_exists_from_many_tasks_at_once_makes_one_actor():
+    got = ray.get([shared_counter.remote(i) for i in range(12)], timeout=T)
+    assert sorted(got) == list(range(1, 13)), got  # one actor counted every call
+    ray.kill(ray.get_actor("shared"))
+
+
+def scenario_calls_behind_one_that_fails_or_is_cancelled_before_it_runs_go_on():
+    c = Counter.remote()
+    first = c.incr.remote(fails_later.remote(0.3))
+    second = c.incr.remote()
+    assert ray.get(second, timeout=T) == 1
+    try:
+        ray.get(first, timeout=T)
+        raise AssertionError("a call whose input failed ran")
+    except ValueError:
+        pass
+    third = c.incr.remote(slow_add.remote(1, 1, 0.5))
+    fourth = c.incr.remote()
+    ray.cancel(third)
+    assert ray.get(fourth, timeout=T) == 2
+    ray.kill(c)
+
+
+def scenario_a_cancelled_async_call_leaves_nothing_behind():
+    s = Slow.remote()
+    running = s.grow.remote(100, 30)
+    time.sleep(0.5)
+    ray.cancel(running)
+    try:
+        ray.get(running, timeout=T)
+        raise AssertionError("a cancelled async call returned")
+    except rex.TaskCancelledError:
+        pass
+    assert ray.get(s.grow.remote(1, 0.2), timeout=T) == 1  # the cancelled one never adds
+    assert ray.get(s.read.remote(), timeout=T) == 1
+    ray.kill(s)
+
+
+def scenario_an_idle_actor_lets_go_of_handles_it_was_only_shown():
+    b = Counter.options(num_cpus=1).remote()
+    a = Holder.remote()
+    assert ray.get(a.look.remote(b), timeout=T)  # shown, not kept
+    del b
+    wait_for(all_free, "the CPU of an actor whose last handle an idle actor was shown")
+    ray.kill(a)
 
 
 def scenario_named_actors():

@@ -290,3 +290,80 @@ def test_a_creation_whose_input_failed_leaves_a_dead_actor_and_frees_its_name():
     g.task_done(1, "bad", [], Failure("error", None, "KeyError", "k", "tb", "bad", "rank 1"))
     assert g.actors["A"].state == "dead" and g.lookup_actor("n") is None
     assert "argument of its constructor" in g.objects["c1.0"].info[1].message
+
+
+def producer(g, tid):
+    g.submit(TaskSpec(task_id=tid, name="p", func_id="P", args=None, args_ref=None, deps=(),
+                      return_ids=(f"{tid}.0",), demand={"CPU": UNIT}), b"p", 0)
+
+
+def test_a_call_that_ends_before_it_is_sent_lets_the_calls_behind_it_go():
+    g = make(nodes=1, cpus=4)
+    alive(g)
+    producer(g, "p")
+    take(g)
+    g.submit(call("c1", deps=["p.0"]), None, 0)
+    g.submit(call("c2"), None, 0)
+    assert sent_tasks(take(g)) == []
+    g.task_done(1, "p", [], Failure("error", None, "ValueError", "x", "", "p", "rank 1"))
+    assert sent_tasks(take(g)) == ["c2"]
+    g.submit(call("c3", deps=["c2.0"]), None, 0)  # (waits: c2 is not done)
+    g.submit(call("c4"), None, 0)
+    g.cancel("c3", False, False)
+    assert sent_tasks(take(g)) == ["c4"]
+
+
+def test_a_restart_after_calls_ended_in_the_queue_keeps_the_others_in_order():
+    g = make(nodes=1, cpus=4)
+    alive(g, restarts=1)
+    producer(g, "p1")
+    producer(g, "p2")
+    take(g)
+    g.submit(call("c0"), None, 0)
+    g.submit(call("c1", deps=["p1.0"]), None, 0)
+    g.submit(call("c2", deps=["p2.0"]), None, 0)
+    assert sent_tasks(take(g)) == ["c0"]
+    g.cancel("c2", False, False)  # over, its id still in the queue
+    g.actor_died(1, "A", "crash", None, ["c0"])
+    assert list(g.actors["A"].order) == ["c0", "c1"]
+
+
+def test_a_handed_back_call_raises_the_epoch_so_calls_sent_before_are_refused():
+    g = make()
+    alive(g)
+    g.put("x", ("shm", 1, 10 << 20), (), 0)
+    g.submit(call("c1", deps=["x"]), None, 0)
+    g.submit(call("c2"), None, 0)
+    out = take(g)
+    assert [msg[4] for _, msg in out] == [0, 0]
+    lost = Failure("lostdep", None, "ObjectLostError", "lost", "", "C.f", "rank 1", lost=("x",))
+    g.task_done(1, "c1", [], lost)  # (x cannot be rebuilt: c1 fails, and c2 goes again after)
+    g.task_done(1, "c2", [], REFUSED)
+    out = take(g)
+    assert sent_tasks(out) == ["c2"] and out[0][1][4] == 2
+    assert g.objects["c1.0"].state == "failed"
+
+
+def test_kill_while_creating_keeps_no_pin_on_the_constructors_arguments():
+    g = make(nodes=1, cpus=4)
+    g.put("x", inline(1), (), 0)
+    g.submit(creation(deps=["x"], restarts=1), b"cls", 0)
+    g.refs([("x", -1)])
+    take(g)
+    g.kill_actor("A")
+    g.task_done(1, "A", [("A.0", inline(None), ())], None)  # done before the CANCEL arrived
+    g.actor_died(1, "A", "killed", None, [])
+    g.refs([("A.0", -1)])
+    assert "x" not in g.objects
+
+
+def test_get_if_exists_names_the_live_actor_and_makes_none():
+    g = make()
+    alive(g, name="n")
+    spec = creation("B", name="n")
+    spec.actor_opts = spec.actor_opts + (True,)
+    g.submit(spec, b"cls", 0)
+    assert take(g) == [] and "B" not in g.tasks and g.objects["B.0"].state == "ready"
+    g.submit(call("c1", aid="B"), None, 0)
+    out = take(g)
+    assert sent_tasks(out) == ["c1"] and out[0][1][1].actor == "A"
