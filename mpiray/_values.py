@@ -125,8 +125,10 @@ def _which_arg(args: tuple, kwargs: dict) -> str:
 
 # -- values ------------------------------------------------------------------
 def encode(object_id: str, value: Any, inline_limit: int, store: shm.Store | None,
-           rank: int, capacity: int | None = None) -> tuple[tuple, tuple]:
-    """(ObjInfo, contained ref ids) for ``value``; big values are written to ``store``."""
+           rank: int, capacity: int | None = None,
+           before_store: Callable[[], None] | None = None) -> tuple[tuple, tuple]:
+    """(ObjInfo, contained ref ids) for ``value``; big values are written to ``store``
+    (``before_store`` is called first)."""
     blob = dumps(value)
     if blob.nbytes() <= inline_limit or store is None:
         return ("inline", blob.inline()), blob.refs
@@ -135,6 +137,8 @@ def encode(object_id: str, value: Any, inline_limit: int, store: shm.Store | Non
             f"an object of {blob.nbytes() / 2**20:.1f} MiB cannot be stored: the object store of rank "
             f"{rank} holds at most {capacity / 2**20:.1f} MiB (object_store_memory). Raise "
             "object_store_memory (init() or MPIRAY_OBJECT_STORE_MEMORY), or split the value.")
+    if before_store is not None:
+        before_store()
     size = store.write(object_id, blob)
     return ("shm", rank, size), blob.refs
 

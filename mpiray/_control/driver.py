@@ -136,7 +136,8 @@ class DriverRuntime(Deliveries):
         if isinstance(value, ObjectRef):
             raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself instead")
         oid = self.ids.put()
-        info, contained = encode(oid, value, self.config.inline_limit, self.store, 0, self.capacity)
+        info, contained = encode(oid, value, self.config.inline_limit, self.store, 0, self.capacity,
+                                 self._free_dropped)
         with self.service.cond:
             self._sync_refs()
             self.gcs.put(oid, info, contained, 0)
@@ -147,6 +148,15 @@ class DriverRuntime(Deliveries):
         else:
             self._push()
         return ref
+
+    def _free_dropped(self) -> None:
+        """Before a big put is written: free the objects whose refs were just dropped, so the
+        file of the one before (a loop of puts) is parked for this one to reuse (its pages
+        are there; fresh tmpfs pages are zeroed on first touch: 2-3 GB/s instead of 11)."""
+        if self.tracker.changes:
+            with self.service.cond:
+                self._sync_refs()
+            self.service.step()
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         self._check()
