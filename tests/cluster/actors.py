@@ -530,6 +530,18 @@ def scenario_cancel_a_call():
     wait_for(all_free, "resources after cancels")
 
 
+
+def scenario_zz_actors_left_busy_at_shutdown_end_with_the_job():
+    # (last: the runner's shutdown follows; test_run_ends_cleanly checks that nothing is left)
+    left = [Counter.remote() for _ in range(3)]
+    busy = [a.sleep.remote(1000) for a in left]
+    time.sleep(0.5)
+    ready, _ = ray.wait(busy, timeout=0.1)
+    assert ready == []
+    global LEFT
+    LEFT = left  # still referenced when shutdown comes
+
+
 if __name__ == "__main__":
     from _runner import run_scenarios
 
