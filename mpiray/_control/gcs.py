@@ -261,7 +261,8 @@ class GCS(LeaseMixin, ActorTable):
 
     def _dispatch(self, task: TaskEntry, rank: int) -> None:
         spec = task.spec
-        self.scheduler.acquire(rank, spec.demand, spec.method == ACTOR_INIT)
+        self.scheduler.acquire(rank, spec.demand, spec.method is not None)  # (a creation: calls
+        # are sent by _pump_actor)
         task.state, task.rank, task.sent_at = "running", rank, self.seq
         sent = self.func_sent.setdefault(spec.func_id, set())
         func = None
@@ -320,13 +321,14 @@ class GCS(LeaseMixin, ActorTable):
             task.blocked = False
         if task.lease is not None:  # the lease keeps its CPU
             self._lease_task_over(task.lease, task_id)
+        elif spec.method is None:
+            self.scheduler.release(rank, spec.demand)
         elif spec.method == ACTOR_INIT:
             if failure is None:  # the actor holds them while it lives
                 self.scheduler.release(rank, {})
             else:
                 self.scheduler.release(rank, spec.demand, held=True)
-        elif not is_method(spec):  # (calls hold nothing)
-            self.scheduler.release(rank, spec.demand)
+        # (an actor's calls hold nothing)
         if failure is not None and task.cancelled:
             failure = cancelled_failure(spec)
         if failure is not None and failure.kind == "lostdep" and not task.cancelled:
@@ -465,7 +467,8 @@ class GCS(LeaseMixin, ActorTable):
             self.out.append((rank, (m.FREE, [oid])))
         for cid in entry.contained:
             self._unpin(cid)
-        if entry.producer in self.actors and oid == self.actors[entry.producer].spec.return_ids[0]:
+        if self.actors and entry.producer in self.actors and (
+                oid == self.actors[entry.producer].spec.return_ids[0]):
             self._actor_released(entry.producer)
 
     # -- losses and reconstruction ----------------------------------------
