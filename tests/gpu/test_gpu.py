@@ -70,3 +70,45 @@ def test_gpu_check_suite_runs():
     rep = json.loads(r.stdout)
     assert rep["cupy"]["available"] and rep["cupy"]["compute_ok"]
     assert rep["nvml"]["available"] and rep["nvml"]["devices"]
+
+
+ACTOR_APP = r'''
+import json
+import mpiray as ray
+ray.init(num_cpus=2, num_gpus=1)
+
+@ray.remote(num_gpus=1)
+class Model:
+    """Keeps its weights on the GPU between calls."""
+    def __init__(self, n):
+        import cupy
+        self.w = cupy.zeros(n, dtype=cupy.float32)
+
+    def step(self, k):
+        self.w += k
+        return float(self.w.sum())
+
+    def device(self):
+        import cupy
+        return cupy.cuda.runtime.getDevice(), ray.get_gpu_ids()
+
+m = Model.remote(1 << 20)
+sums = ray.get([m.step.remote(1.0) for _ in range(5)])
+dev = ray.get(m.device.remote())
+free_while_alive = ray.available_resources().get("GPU", 0)
+ray.kill(m)
+print("OUT", json.dumps({"sums": sums, "dev": dev, "free_while_alive": free_while_alive}))
+ray.shutdown()
+'''
+
+
+def test_gpu_actor_keeps_device_state_between_calls(tmp_path):
+    script = tmp_path / "gpu_actor.py"
+    script.write_text(ACTOR_APP)
+    r = run([sys.executable, str(script)], timeout=180)
+    assert r.returncode == 0, r
+    out = json.loads(r.stdout.split("OUT", 1)[1])
+    n = 1 << 20
+    assert out["sums"] == [float(n * k) for k in range(1, 6)]  # state kept on the device, in order
+    assert out["dev"][0] == 0 and len(out["dev"][1]) == 1
+    assert out["free_while_alive"] == 0  # the actor holds its GPU
