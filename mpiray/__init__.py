@@ -3,7 +3,7 @@
 Importing mpiray has no side effects: MPI, threads and processes start in ``init()``.
 """
 
-from . import exceptions, util
+from . import actor, exceptions, util
 from ._actor import ActorClass, ActorHandle, get_actor, kill, method
 from ._api import (
     RemoteFunction,
@@ -32,6 +32,7 @@ __all__ = [
     "ActorHandle",
     "NodeAffinitySchedulingStrategy",
     "ObjectRef",
+    "actor",
     "RemoteFunction",
     "RuntimeContext",
     "available_resources",

@@ -57,7 +57,7 @@ class ActorClass:
         self._cls = cls
         self._options = options
         self._name = cls.__qualname__
-        self._methods = _method_table(cls)
+        self._mpiray_methods = _method_table(cls)
         self._export: tuple[str, bytes] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -81,14 +81,14 @@ class ActorClass:
             except ValueError:
                 pass  # none yet: make it
         func_id, data = self._exported()
-        about = (self._name, self._methods, opts.name, opts.max_restarts, opts.max_task_retries,
-                 opts.get_if_exists)
+        about = (self._name, self._mpiray_methods, opts.name, opts.max_restarts,
+                 opts.max_task_retries, opts.get_if_exists)
 
         def amend(spec: Any) -> None:
             spec.actor, spec.method, spec.actor_opts = spec.task_id, ACTOR_INIT, about
 
         ref = rt.submit(func_id, data, f"{self._name}.__init__", args, kwargs, opts.task, amend)[0]
-        return ActorHandle(ref.task_id(), self._name, self._methods, func_id, ref)
+        return ActorHandle(ref.task_id(), self._name, self._mpiray_methods, func_id, ref)
 
     def options(self, **options: Any) -> "ActorClass":
         clone = ActorClass.__new__(ActorClass)
@@ -111,21 +111,21 @@ class ActorHandle:
 
     def __init__(self, actor_id: str, class_name: str, methods: dict, func_id: str, ref: ObjectRef):
         self._actor_id = actor_id
-        self._class_name = class_name
-        self._methods = methods
-        self._func_id = func_id
-        self._ref = ref  # the creation's result: the actor lives while a handle does
+        self._mpiray_class_name = class_name
+        self._mpiray_methods = methods
+        self._mpiray_func_id = func_id
+        self._mpiray_ref = ref  # the creation's result: the actor lives while a handle does
 
     def __getattr__(self, name: str) -> "ActorMethod":
-        methods = self.__dict__.get("_methods")
+        methods = self.__dict__.get("_mpiray_methods")
         if methods is None or name not in methods:
-            raise AttributeError(f"actor {self.__dict__.get('_class_name', '?')} has no method "
+            raise AttributeError(f"actor {self.__dict__.get('_mpiray_class_name', '?')} has no method "
                                  f"{name!r}")
         return ActorMethod(self, name, methods[name], "")
 
     def __reduce__(self):
-        return (_rebuild_handle, (self._actor_id, self._class_name, self._methods, self._func_id,
-                                  self._ref))
+        return (_rebuild_handle, (self._actor_id, self._mpiray_class_name, self._mpiray_methods,
+                                  self._mpiray_func_id, self._mpiray_ref))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
@@ -134,7 +134,7 @@ class ActorHandle:
         return hash(self._actor_id)
 
     def __repr__(self) -> str:
-        return f"Actor({self._class_name}, {self._actor_id})"
+        return f"Actor({self._mpiray_class_name}, {self._actor_id})"
 
 
 class ActorMethod:
@@ -145,7 +145,7 @@ class ActorMethod:
         self._num_returns, self._task_name = num_returns, task_name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(f"actor method {self._handle._class_name}.{self._name} cannot be called "
+        raise TypeError(f"actor method {self._handle._mpiray_class_name}.{self._name} cannot be called "
                         f"directly; use .{self._name}.remote(...)")
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -153,14 +153,14 @@ class ActorMethod:
 
         h = self._handle
         options = _CALL if self._num_returns == 1 else _CALL.replace(num_returns=self._num_returns)
-        keep = h._ref.id
+        keep = h._mpiray_ref.id
 
         def amend(spec: Any) -> None:
             spec.actor, spec.method = h._actor_id, self._name
             spec.arg_refs = spec.arg_refs + (keep,)  # a pending call keeps the actor alive
 
-        name = self._task_name or f"{h._class_name}.{self._name}"
-        refs = _rt().submit(h._func_id, None, name, args, kwargs, options, amend)
+        name = self._task_name or f"{h._mpiray_class_name}.{self._name}"
+        refs = _rt().submit(h._mpiray_func_id, None, name, args, kwargs, options, amend)
         return refs[0] if self._num_returns == 1 else refs
 
     def options(self, **options: Any) -> "ActorMethod":
@@ -181,8 +181,9 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     _rt().kill_actor(actor._actor_id, no_restart)
 
 
-def get_actor(name: str) -> ActorHandle:
-    """The handle of the live actor named ``name`` (raises ValueError if there is none)."""
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    """The handle of the live actor named ``name`` (raises ValueError if there is none).
+    ``namespace`` is accepted for Ray's signature: a job is one namespace."""
     from ._api import _rt
 
     if not isinstance(name, str) or not name:

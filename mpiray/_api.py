@@ -82,7 +82,8 @@ def _context_dict() -> dict:
 
 
 def is_initialized() -> bool:
-    return _runtime is not None and _runtime.is_driver
+    """True on the driver after init(), and inside tasks and actors (as in Ray)."""
+    return _runtime is not None
 
 
 def shutdown() -> None:

@@ -208,6 +208,8 @@ def rebuild_error(f: Failure) -> BaseException:
             err = loads(f.exc_blob.data, f.exc_blob.buffers, None)
         except Exception:
             err = None
+        if isinstance(err, BaseException) and not isinstance(err, Exception):
+            err = None  # (SystemExit, KeyboardInterrupt ... must not end the caller)
         if isinstance(err, BaseException):
             err.__cause__ = exc_mod.RemoteTraceback(header + f.traceback)
             try:

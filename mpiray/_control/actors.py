@@ -93,6 +93,42 @@ class ActorTable:
     def _init_actors(self) -> None:
         self.actors: dict[str, ActorEntry] = {}
         self.actor_names: dict[str, str] = {}
+        # creations waiting for free capacity -> the resources they need: meanwhile tasks
+        # that need any of those are placed only where there is free capacity too, so a
+        # node's queue drains and a stream of tasks cannot keep an actor from ever starting
+        self.waiting_creations: dict[str, tuple] = {}
+
+    def _creation_waits(self, spec: TaskSpec) -> None:
+        self.waiting_creations[spec.task_id] = tuple(spec.demand) or ("_tasks",)
+
+    def _place_waiting_creations(self) -> None:
+        """Creations waiting for free capacity go first when some frees up."""
+        for tid in list(self.waiting_creations):
+            task = self.tasks.get(tid)
+            if task is None or task.state != "queued":
+                del self.waiting_creations[tid]
+                continue
+            spec = task.spec
+            try:
+                rank = self.scheduler.place(spec.demand, spec.strategy, (), 1, True)
+            except Exception as exc:  # infeasible now (e.g. affinity to a dead node)
+                del self.waiting_creations[tid]
+                self._finish_failed(task, Failure("system", None, type(exc).__name__, str(exc),
+                                                  "", spec.name, "rank 0"))
+                continue
+            if rank is not None:
+                del self.waiting_creations[tid]
+                self._dispatch(task, rank)  # (its queue entry is skipped: no longer queued)
+
+    def _yields(self, spec: TaskSpec) -> bool:
+        """Whether a task must not be pipelined (it would compete with a waiting creation)."""
+        waiting = self.waiting_creations
+        if not waiting:
+            return False
+        for tid in [t for t in waiting if self.tasks.get(t) is None or self.tasks[t].state != "queued"]:
+            del waiting[tid]  # placed, or over
+        demand = spec.demand
+        return any(k in demand or k == "_tasks" for keys in waiting.values() for k in keys)
 
     # -- creation -----------------------------------------------------------
     def _check_actor_name(self, spec: TaskSpec) -> bool:

@@ -234,7 +234,7 @@ class GCS(LeaseMixin, ActorTable):
         preferred = (best,) if best is not None else ()
         try:
             rank = self.scheduler.place(spec.demand, spec.strategy, preferred, self._depth(spec),
-                                        spec.method == ACTOR_INIT)
+                                        spec.method == ACTOR_INIT or self._yields(spec))
         except Exception as exc:  # infeasible now (e.g. affinity to a dead node)
             return self._finish_failed(task, Failure("system", None, type(exc).__name__, str(exc),
                                                      "", spec.name, "rank 0"))
@@ -243,6 +243,7 @@ class GCS(LeaseMixin, ActorTable):
             key = self.scheduler.shape(spec.demand, spec.strategy)
             if spec.method == ACTOR_INIT:  # placed strictly: never ahead of tasks it would block
                 key = (*key, "actor")
+                self._creation_waits(spec)
             self.scheduler.enqueue(key, spec.task_id)
         else:
             self._dispatch(task, rank)
@@ -284,6 +285,8 @@ class GCS(LeaseMixin, ActorTable):
 
     def _drain_queues(self) -> None:
         sched = self.scheduler
+        if self.waiting_creations:  # first: the tasks behind them yield to them
+            self._place_waiting_creations()
         for key in sched.ready_keys():
             q = sched.queues[key]
             while q:
@@ -292,8 +295,8 @@ class GCS(LeaseMixin, ActorTable):
                     q.popleft()
                     continue
                 try:
-                    rank = sched.place(task.spec.demand, task.spec.strategy, (),
-                                       self._depth(task.spec), task.spec.method == ACTOR_INIT)
+                    rank = sched.place(task.spec.demand, task.spec.strategy, (), self._depth(task.spec),
+                                       task.spec.method == ACTOR_INIT or self._yields(task.spec))
                 except Exception as exc:
                     q.popleft()
                     self._finish_failed(task, Failure("system", None, type(exc).__name__, str(exc),
@@ -347,6 +350,9 @@ class GCS(LeaseMixin, ActorTable):
             self._creation_over(task, results, failure)
         elif failure is not None and failure.kind == "actor" and is_method(spec):
             self._call_refused(task)
+        elif failure is not None and failure.kind == "exit" and is_method(spec):
+            self.kill_actor(spec.actor, True, failure.message)  # it ended itself
+            self._finish_failed(task, self.actors[spec.actor].failure)
         elif failure is not None and failure.retryable and not task.cancelled and (
                 spec.max_retries < 0 or spec.attempt < spec.max_retries):
             spec.attempt += 1

@@ -288,10 +288,13 @@ class Pool:
         self._drop_early()
         procs = [w.proc for w in self.workers.values()] + self._reap
         for w in list(self.workers.values()):
-            try:
-                w.conn.send(("exit",))
-            except OSError:
-                pass
+            if w.task is not None:  # busy (an actor's or a task's): it would not read "exit",
+                w.proc.kill()  # and its work is for nobody now
+            else:
+                try:
+                    w.conn.send(("exit",))
+                except OSError:
+                    pass
             self.remove(w)
         end = time.monotonic() + timeout
         for p in procs:

@@ -114,6 +114,7 @@ class WorkerRuntime:
         self.actor: Any = None  # the instance, once this worker is an actor (_node/actors.py)
         self.actor_id: str | None = None
         self.loop: Any = None  # the event loop of an actor's async methods
+        self.exit_after = False  # the actor exited (sys.exit / exit_actor): end after the reply
 
     # -- messages ----------------------------------------------------------
     def send(self, msg: tuple) -> None:
@@ -289,7 +290,11 @@ class WorkerRuntime:
     def nodes(self) -> list[dict]:
         raise NotImplementedError("mpiray.nodes() is available on the driver only")
 
-    cluster_resources = available_resources = nodes
+    def cluster_resources(self) -> dict:
+        raise NotImplementedError("mpiray.cluster_resources() is available on the driver only")
+
+    def available_resources(self) -> dict:
+        raise NotImplementedError("mpiray.available_resources() is available on the driver only")
 
     def shutdown(self) -> None:
         pass
@@ -306,6 +311,20 @@ class WorkerRuntime:
                     "importable on every node (same environment, PYTHONPATH), or define the "
                     "function in the script itself.") from None
         return self.funcs[spec.func_id]
+
+    def _exit_failure(self, spec: m.TaskSpec, exc: SystemExit) -> Failure:
+        """An actor that exits ends (this call fails, later ones too; the worker exits after
+        its reply); a plain task that calls sys.exit() fails with a RayTaskError."""
+        import traceback
+
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if spec.actor is not None:
+            self.exit_after = True
+            return Failure("exit", None, "ActorDiedError",
+                           f"it exited in call {spec.name} (sys.exit({exc.code!r}) or exit_actor())",
+                           tb, spec.name, where(self.rank))
+        return Failure("error", None, "SystemExit", f"task {spec.name} called sys.exit({exc.code!r})",
+                       tb, spec.name, where(self.rank))
 
     def _run_async(self, coro: Any) -> Any:
         """Run an actor's async method on the worker's loop; a cancel (KeyboardInterrupt out
@@ -405,6 +424,12 @@ class WorkerRuntime:
             self.made = {oid: info for oid, info, _c in results}
         except _Abandon:
             pass
+        except SystemExit as exc:  # sys.exit() or exit_actor(): never re-raised in the caller
+            self.running = False
+            for oid, _info, _c in results:
+                self.store.delete(oid)
+            results = []
+            failure = self._exit_failure(spec, exc)
         except BaseException as exc:  # noqa: BLE001 - the task's error goes to the caller
             self.running = False
             for oid, _info, _c in results:
@@ -497,6 +522,8 @@ def main(fd: int) -> None:
                     rt.send((m.W_REFS, rt.tracker.drain()))  # (an actor's: it may idle now)
             except (BrokenPipeError, ConnectionResetError, EOFError):
                 break  # the raylet is gone (shutdown): nobody wants the result
+            if rt.exit_after:
+                break
         elif msg[0] == m.W_LEASE:
             rt.open_lease(msg[1], msg[2])
         elif msg[0] == m.W_UNLEASE:

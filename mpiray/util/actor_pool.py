@@ -30,6 +30,8 @@ class ActorPool:
         if self._idle:
             actor = self._idle.pop()
             ref = fn(actor, value)
+            if isinstance(ref, list):  # a method with num_returns > 1
+                ref = tuple(ref)
             self._by_ref[ref] = (self._next_submit, actor)
             self._by_index[self._next_submit] = ref
             self._next_submit += 1
@@ -52,7 +54,8 @@ class ActorPool:
             raise ValueError("it is not allowed to call get_next() after get_next_unordered()")
         ref = self._by_index[self._next_return]
         if timeout is not None:
-            ready, _ = _api.wait([ref], timeout=timeout)
+            ready, _ = _api.wait(list(ref) if isinstance(ref, tuple) else [ref],
+                                 num_returns=len(ref) if isinstance(ref, tuple) else 1, timeout=timeout)
             if not ready:  # (it stays the next result)
                 if ignore_if_timedout:
                     return None
@@ -61,23 +64,26 @@ class ActorPool:
         self._next_return += 1
         _, actor = self._by_ref.pop(ref)
         self._return_actor(actor)
-        return _api.get(ref)
+        return _api.get(list(ref) if isinstance(ref, tuple) else ref)
 
     def get_next_unordered(self, timeout: float | None = None, ignore_if_timedout: bool = False) -> Any:
         """Whichever result is ready first."""
         if not self.has_next():
             raise StopIteration("no more results to get")
-        ready, _ = _api.wait(list(self._by_ref), num_returns=1, timeout=timeout)
+        flat = [r for k in self._by_ref for r in (k if isinstance(k, tuple) else (k,))]
+        ready, _ = _api.wait(flat, num_returns=1, timeout=timeout)
         if not ready:
             if ignore_if_timedout:
                 return None
             raise GetTimeoutError("timed out waiting for a result")
         ref = ready[0]
+        if ref not in self._by_ref:  # one of a call's several results
+            ref = next(k for k in self._by_ref if isinstance(k, tuple) and ref in k)
         index, actor = self._by_ref.pop(ref)
         del self._by_index[index]
         self._next_return = max(self._next_return, index + 1)  # (get_next goes on after it)
         self._return_actor(actor)
-        return _api.get(ref)
+        return _api.get(list(ref) if isinstance(ref, tuple) else ref)
 
     def map(self, fn: Callable[[Any, Any], Any], values: Iterable[Any]) -> Iterator[Any]:
         """``fn`` over ``values`` on the actors; results in the order of ``values``."""

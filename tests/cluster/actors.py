@@ -7,6 +7,7 @@ before it ends, so the next scenario starts with every resource free.
 
 import os
 import signal
+import sys
 import tempfile
 import time
 
@@ -185,6 +186,37 @@ class Slow:
 
     def read(self):
         return self.n
+
+
+@ray.remote
+class Quitter:
+    def __init__(self):
+        self.n = 0
+
+    def incr(self):
+        self.n += 1
+        return self.n
+
+    def quit(self, how):
+        if how == "exit_actor":
+            ray.actor.exit_actor()
+        sys.exit(3)
+
+
+@ray.remote
+def plain_exit():
+    sys.exit(4)
+
+
+@ray.remote
+def initialized():
+    return ray.is_initialized()
+
+
+@ray.remote
+def short_work():
+    time.sleep(0.02)
+    return 1
 
 
 @ray.remote
@@ -429,6 +461,56 @@ def scenario_an_idle_actor_lets_go_of_handles_it_was_only_shown():
     del b
     wait_for(all_free, "the CPU of an actor whose last handle an idle actor was shown")
     ray.kill(a)
+
+
+def scenario_an_actor_that_exits_is_dead_and_a_task_that_exits_fails():
+    for how in ("sys.exit", "exit_actor"):
+        q = Quitter.options(num_cpus=1, max_restarts=3).remote()
+        assert ray.get(q.incr.remote(), timeout=T) == 1
+        for r in (q.quit.remote(how), q.incr.remote()):  # no restart: it meant to go
+            try:
+                ray.get(r, timeout=T)
+                raise AssertionError("an actor that exited answered")
+            except rex.ActorDiedError as e:
+                assert "exited" in str(e), e
+        wait_for(all_free, "the CPU of an actor that exited")
+    try:
+        ray.get(plain_exit.remote(), timeout=T)
+        raise AssertionError("a task that called sys.exit returned")
+    except rex.RayTaskError as e:  # (not SystemExit: the driver goes on)
+        assert "sys.exit(4)" in str(e), e
+    assert ray.get(initialized.remote(), timeout=T) is True
+
+
+def scenario_an_actor_starts_while_a_stream_of_tasks_runs():
+    inflight = [short_work.remote() for _ in range(8)]
+    a = Counter.options(num_cpus=1).remote()
+    first = a.incr.remote()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 20:
+        _, inflight = ray.wait(inflight, num_returns=1, timeout=T)
+        inflight.append(short_work.remote())
+        if ray.wait([first], timeout=0)[0]:
+            break
+    assert ray.get(first, timeout=0.1) == 1 and time.monotonic() - t0 < 5, time.monotonic() - t0
+    ray.get(inflight, timeout=T)
+    ray.kill(a)
+    wait_for(all_free, "resources after the stream")
+
+
+def scenario_ray_names_for_porting():
+    from mpiray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    assert NodeAffinitySchedulingStrategy is ray.NodeAffinitySchedulingStrategy
+    assert ray.actor.ActorHandle is ray.ActorHandle
+    from mpiray.util import ActorPool
+
+    actors = [Counter.remote() for _ in range(2)]
+    pool = ActorPool(actors)
+    got = list(pool.map(lambda a, v: a.pair.options(num_returns=2).remote(), range(4)))
+    assert len(got) == 4 and all(len(p) == 2 and p[0] == -p[1] for p in got), got
+    for a in actors:
+        ray.kill(a)
 
 
 def scenario_named_actors():

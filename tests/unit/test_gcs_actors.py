@@ -367,3 +367,25 @@ def test_get_if_exists_names_the_live_actor_and_makes_none():
     g.submit(call("c1", aid="B"), None, 0)
     out = take(g)
     assert sent_tasks(out) == ["c1"] and out[0][1][1].actor == "A"
+
+
+def test_a_stream_of_tasks_cannot_keep_a_waiting_creation_from_starting():
+    from test_gcs import Checked, spec
+
+    g = Checked(pipeline=2.0)
+    g.add_node(1, {"node_id": "n1", "resources": {"CPU": 2 * UNIT}, "host": "h", "pid": 1})
+    for i in range(6):  # 2 running, 2 queued on the node, 2 waiting here
+        g.submit(spec(f"t{i}"), b"f" if i == 0 else None, 0)
+    g.submit(creation("A", cpus=1), b"cls", 0)
+    running = sent_tasks(take(g))
+    assert "A" not in running
+    n = 6
+    for step in range(6):  # each task that ends is replaced by a new one
+        g.task_done(1, running.pop(0), [], None)
+        g.submit(spec(f"t{n}"), None, 0)
+        n += 1
+        new = sent_tasks(take(g))
+        running += new
+        if "A" in new:
+            break
+    assert "A" in running and step <= 3, (step, running)
