@@ -162,17 +162,18 @@ class ActorTable:
             return
         actor = self.actors.get(spec.actor)
         if actor is None:  # e.g. a handle whose creation was refused: its calls fail
-            actor = self.actors[spec.actor] = ActorEntry(dataclasses.replace(
-                spec, actor_opts=("?", {}, "", 0, 0)))
-            actor.state, actor.failure = DEAD, actor_failure(actor, "it was never created")
+            actor = self._dead_actor(dataclasses.replace(spec, actor_opts=("?", {}, "", 0, 0)),
+                                     "it was never created")
         spec.actor = actor.actor_id  # (an alias from get_if_exists names the actor itself)
         actor.seq[spec.task_id] = actor.calls
         actor.calls += 1
         actor.order.append(spec.task_id)
 
-    def _refused_actor(self, spec: TaskSpec, failure: Failure) -> None:
+    def _dead_actor(self, spec: TaskSpec, why: str) -> ActorEntry:
+        """An entry for an actor that never lived (refused, or unknown): its calls say why."""
         actor = self.actors[spec.actor] = ActorEntry(spec)
-        actor.state, actor.failure = DEAD, actor_failure(actor, failure.message)
+        actor.state, actor.failure = DEAD, actor_failure(actor, why)
+        return actor
 
     def _creation_over(self, task: Any, results: list, failure: Failure | None) -> None:
         """The creation task ended on ``task.rank``: the actor is alive, restarts, or is dead."""
@@ -382,9 +383,3 @@ class ActorTable:
             return None
         spec = actor.spec
         return actor.actor_id, actor.class_name, actor.methods, spec.func_id, spec.return_ids[0]
-
-    def actor_counts(self) -> dict:
-        counts: dict[str, int] = {}
-        for actor in self.actors.values():
-            counts[actor.state] = counts.get(actor.state, 0) + 1
-        return counts

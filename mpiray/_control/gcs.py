@@ -208,7 +208,7 @@ class GCS(LeaseMixin, ActorTable):
     def fail_submit(self, spec: TaskSpec, failure: Failure) -> None:
         """Record a task refused at submission (e.g. infeasible from a worker)."""
         if spec.method == ACTOR_INIT and spec.actor not in self.actors:  # its calls say why
-            self._refused_actor(spec, failure)
+            self._dead_actor(spec, failure.message)
         for oid in spec.return_ids:
             entry = self.objects[oid] = ObjectEntry(FAILED, ("err", failure), spec.task_id)
             entry.refcount = 1

@@ -306,13 +306,13 @@ class GlobalScheduler:
         another actor, which may never end).
         """
         if strict:
-            return self._place_strict(demand, strategy, preferred)
+            depth = 1
         shape = self._shapes.get((tuple(demand.items()), depth)) or self._shape(demand, depth)
         if isinstance(strategy, NodeAffinity):
             rank = self.by_id.get(strategy.node_id)
             node = self.nodes.get(rank) if rank is not None else None
             if node is not None and node in shape.members:  # alive and could hold it
-                if self._open(shape, node):
+                if self._room(shape, node, strict):
                     return rank
                 if not strategy.soft:
                     return None
@@ -320,38 +320,20 @@ class GlobalScheduler:
                 self.check_feasible(demand, strategy)
         for rank in preferred:
             node = self.nodes.get(rank)
-            if node is not None and node in shape.members and self._open(shape, node):
+            if node is not None and node in shape.members and self._room(shape, node, strict):
                 return rank
         spread = strategy == "SPREAD"
         # first pass: a node with free capacity; second: a node whose queue may grow
         rank = self._pick(shape.free, shape.items, True, spread, depth)
         if rank is None:
-            rank = self._pick(shape.open, shape.items, False, spread, depth)
+            if not strict:
+                rank = self._pick(shape.open, shape.items, False, spread, depth)
             if rank is None and not shape.nodes:
                 self._raise_infeasible(demand, shape)
         return rank
 
-    def _place_strict(self, demand: dict[str, int], strategy: Any, preferred: Iterable[int]) -> int | None:
-        shape = self._shapes.get((tuple(demand.items()), 1)) or self._shape(demand, 1)
-        items = shape.items
-        if isinstance(strategy, NodeAffinity):
-            rank = self.by_id.get(strategy.node_id)
-            node = self.nodes.get(rank) if rank is not None else None
-            if node is not None and node in shape.members:
-                if node.room(items, True):
-                    return rank
-                if not strategy.soft:
-                    return None
-            elif not strategy.soft:
-                self.check_feasible(demand, strategy)
-        for rank in preferred:
-            node = self.nodes.get(rank)
-            if node is not None and node in shape.members and node.room(items, True):
-                return rank
-        rank = self._pick(shape.free, items, True, strategy == "SPREAD")
-        if rank is None and not shape.nodes:
-            self._raise_infeasible(demand, shape)
-        return rank
+    def _room(self, shape: _Shape, node: NodeState, strict: bool) -> bool:
+        return node.room(shape.items, True) if strict else self._open(shape, node)
 
     @staticmethod
     def _open(shape: _Shape, node: NodeState) -> bool:
